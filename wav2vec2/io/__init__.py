@@ -1,0 +1,1 @@
+"""Checkpoint formats, read and written as dicts of NumPy arrays in the canonical layout."""

@@ -1,0 +1,46 @@
+"""Sequence lengths through the conv feature encoder and the adapter, and frame-level masks."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _conv_out(length, kernel: int, stride: int):
+    return (length - kernel) // stride + 1
+
+
+def feat_extract_output_lengths(config, input_lengths, add_adapter=None):
+    """Frames the conv stack (and, when used, the adapter) produce from ``input_lengths`` samples.
+
+    Works on ints and integer arrays alike. Lengths too short for the stack come out <= 0.
+    """
+    add_adapter = config.add_adapter if add_adapter is None else add_adapter
+    lengths = np.asarray(input_lengths, dtype=np.int64)
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        lengths = _conv_out(lengths, kernel, stride)
+    if add_adapter:
+        for _ in range(config.num_adapter_layers):
+            # The adapter convs pad by 1 on each side with kernel adapter_kernel_size; the reference
+            # counts their output as a kernel-1 conv with the adapter stride, and so does this.
+            lengths = _conv_out(lengths, 1, config.adapter_stride)
+    return int(lengths) if lengths.ndim == 0 else lengths
+
+
+def min_input_length(config, add_adapter=None) -> int:
+    """Smallest number of samples that yields at least one output frame."""
+    add_adapter = config.add_adapter if add_adapter is None else add_adapter
+    length = 1
+    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+        length = (length - 1) * stride + kernel
+    return length
+
+
+def frame_attention_mask(config, attention_mask, num_frames: int, add_adapter=None) -> np.ndarray:
+    """Frame-level mask (batch, num_frames) from a sample-level mask (batch, samples).
+
+    Frame t of utterance b is valid when t < feat_extract_output_lengths(valid samples of b).
+    """
+    attention_mask = np.asarray(attention_mask)
+    if attention_mask.ndim != 2:
+        raise ValueError(f"attention_mask must have shape (batch, samples), got {attention_mask.shape}")
+    lengths = feat_extract_output_lengths(config, attention_mask.sum(-1).astype(np.int64), add_adapter)
+    return np.arange(num_frames)[None, :] < np.asarray(lengths)[:, None]
