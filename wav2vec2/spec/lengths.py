@@ -26,8 +26,11 @@ def feat_extract_output_lengths(config, input_lengths, add_adapter=None):
 
 
 def min_input_length(config, add_adapter=None) -> int:
-    """Smallest number of samples that yields at least one output frame."""
-    add_adapter = config.add_adapter if add_adapter is None else add_adapter
+    """Smallest number of samples that yields at least one output frame.
+
+    ``add_adapter`` is accepted for symmetry with ``feat_extract_output_lengths`` but cannot change
+    the answer: an adapter layer maps L >= 1 frames to (L - 1) // stride + 1 >= 1 frames.
+    """
     length = 1
     for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
         length = (length - 1) * stride + kernel
