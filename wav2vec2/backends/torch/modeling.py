@@ -1,0 +1,1069 @@
+"""wav2vec 2.0 in PyTorch: the blocks, the bare model and its five heads, in one file.
+
+Module and parameter names follow the reference PyTorch state dict, so ``canonical_state_dict`` is the
+module's own ``state_dict`` with one rename: the weight-normalised positional conv is stored by
+``torch.nn.utils.parametrizations.weight_norm`` as ``parametrizations.weight.original0/1`` and
+written canonically as ``weight_g`` / ``weight_v``.
+
+Randomness that the other backends must be able to reproduce (SpecAugment masks, pretraining masks,
+negatives) comes from ``wav2vec2.spec``; only dropout, LayerDrop and, when no noise is passed, the
+Gumbel noise of the quantizer use torch's own generator.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+from torch.utils.checkpoint import checkpoint
+
+from ...config import Wav2Vec2Config
+from ...spec.lengths import min_input_length
+from ...spec.masking import spec_augment_masks
+
+logger = logging.getLogger(__name__)
+
+# state_dict spelling of the positional conv weight norm -> canonical spelling
+_WEIGHT_NORM_NAMES = {
+    "conv.parametrizations.weight.original0": "conv.weight_g",
+    "conv.parametrizations.weight.original1": "conv.weight_v",
+}
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_python": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+# ----------------------------------------------------------------------------------------- outputs
+@dataclass
+class Wav2Vec2BaseModelOutput:
+    last_hidden_state: torch.Tensor
+    extract_features: torch.Tensor
+    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
+
+
+@dataclass
+class HeadOutput:
+    """CTC, sequence and audio-frame classification: logits and, with labels, a loss."""
+
+    logits: torch.Tensor
+    loss: Optional[torch.Tensor] = None
+    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
+
+
+@dataclass
+class XVectorOutput:
+    logits: torch.Tensor
+    embeddings: torch.Tensor
+    loss: Optional[torch.Tensor] = None
+    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
+
+
+@dataclass
+class Wav2Vec2ForPreTrainingOutput:
+    projected_states: torch.Tensor
+    projected_quantized_states: torch.Tensor
+    codevector_perplexity: torch.Tensor
+    loss: Optional[torch.Tensor] = None
+    contrastive_loss: Optional[torch.Tensor] = None
+    diversity_loss: Optional[torch.Tensor] = None
+    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
+
+
+# ------------------------------------------------------------------------------------ length helpers
+def feat_extract_output_lengths(config, input_lengths, add_adapter: Optional[bool] = None):
+    """Frames out of the conv stack (and adapter) for ``input_lengths`` samples; tensors stay on device.
+
+    The same formula as ``wav2vec2.spec.lengths.feat_extract_output_lengths``, written with ``//`` so
+    that it also runs on torch tensors (on any device, and under torch.compile).
+    """
+    add_adapter = config.add_adapter if add_adapter is None else add_adapter
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        input_lengths = (input_lengths - kernel) // stride + 1
+    if add_adapter:
+        for _ in range(config.num_adapter_layers):
+            input_lengths = (input_lengths - 1) // config.adapter_stride + 1
+    return input_lengths
+
+
+def frame_mask(config, attention_mask: torch.Tensor, num_frames: int, add_adapter=None) -> torch.Tensor:
+    """Bool (batch, num_frames), True on frames computed from valid samples of (batch, samples)."""
+    lengths = feat_extract_output_lengths(config, attention_mask.sum(-1), add_adapter)
+    return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+
+# ------------------------------------------------------------------------------------ feature encoder
+class ConvLayer(nn.Module):
+    """Conv1d -> optional norm -> activation. Norm: LayerNorm over channels ("layer", every layer) or
+    GroupNorm with one group per channel ("group", layer 0 only): it normalises each channel over time."""
+
+    def __init__(self, config: Wav2Vec2Config, layer_id: int):
+        super().__init__()
+        in_channels = config.conv_dim[layer_id - 1] if layer_id > 0 else 1
+        out_channels = config.conv_dim[layer_id]
+        self.conv = nn.Conv1d(
+            in_channels, out_channels, config.conv_kernel[layer_id], stride=config.conv_stride[layer_id],
+            bias=config.conv_bias,
+        )
+        if config.feat_extract_norm == "layer":
+            self.layer_norm = nn.LayerNorm(out_channels)  # eps 1e-5 as the reference hard-codes
+        elif layer_id == 0:
+            self.layer_norm = nn.GroupNorm(out_channels, out_channels)
+        else:
+            self.layer_norm = None
+        self.activation = ACTIVATIONS[config.feat_extract_activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)  # (batch, out_channels, frames)
+        if isinstance(self.layer_norm, nn.LayerNorm):
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        elif self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return self.activation(x)
+
+
+class FeatureEncoder(nn.Module):
+    """Raw waveform (batch, samples) -> conv features (batch, conv_dim[-1], frames)."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.conv_layers = nn.ModuleList(ConvLayer(config, i) for i in range(config.num_feat_extract_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        x = input_values[:, None]  # (batch, 1, samples)
+        for layer in self.conv_layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
+        return x
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.conv_dim[-1], config.hidden_size)
+        self.dropout = nn.Dropout(config.feat_proj_dropout)
+
+    def reset_parameters(self):
+        bound = 1 / math.sqrt(self.projection.in_features)
+        nn.init.uniform_(self.projection.weight, -bound, bound)
+        nn.init.uniform_(self.projection.bias, -bound, bound)
+
+    def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """features (batch, frames, conv_dim[-1]) -> (hidden (batch, frames, hidden), normalised features)."""
+        normed = self.layer_norm(features)
+        return self.dropout(self.projection(normed)), normed
+
+
+# ------------------------------------------------------------------------------------ transformer
+class PositionalConvEmbedding(nn.Module):
+    """Grouped, weight-normalised conv over time; its output is added to the hidden states."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        kernel = config.num_conv_pos_embeddings
+        self.conv = nn.Conv1d(
+            config.hidden_size, config.hidden_size, kernel, padding=kernel // 2,
+            groups=config.num_conv_pos_embedding_groups,
+        )
+        # dim=2: one norm per kernel tap, taken over (out, in/groups): weight_g has shape (1, 1, K)
+        self.conv = weight_norm(self.conv, name="weight", dim=2)
+        self.trim_last_frame = kernel % 2 == 0  # symmetric K//2 padding of an even kernel adds one frame
+        self.activation = ACTIVATIONS[config.feat_extract_activation]
+
+    def reset_parameters(self):
+        kernel, in_channels = self.conv.kernel_size[0], self.conv.in_channels
+        weight_g, weight_v = self.conv.parametrizations.weight.original0, self.conv.parametrizations.weight.original1
+        with torch.no_grad():
+            weight_v.normal_(0.0, 2 * math.sqrt(1 / (kernel * in_channels)))
+            weight_g.copy_(torch.linalg.vector_norm(weight_v, dim=(0, 1), keepdim=True))
+            self.conv.bias.zero_()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.conv(hidden_states.transpose(1, 2))  # (batch, hidden, frames [+1])
+        if self.trim_last_frame:
+            x = x[:, :, :-1]
+        return self.activation(x).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.attention_dropout
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, x: torch.Tensor, attention_bias: Optional[torch.Tensor] = None, output_attentions: bool = False
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x (batch, frames, hidden); attention_bias (batch, 1, 1, frames), 0 or -inf-like per key."""
+        batch, frames, hidden = x.shape
+
+        def split_heads(t):  # (batch, frames, hidden) -> (batch, heads, frames, head_dim)
+            return t.view(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split_heads(self.q_proj(x)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            # SDPA does not return the weights, so this path spells the softmax out.
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # (batch, heads, frames, frames)
+            if attention_bias is not None:
+                scores = scores + attention_bias
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, p=dropout, training=self.training) @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_bias, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, frames, hidden)
+        return self.out_proj(out), weights
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_dropout = nn.Dropout(config.activation_dropout)
+        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+        self.activation = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.intermediate_dropout(self.activation(self.intermediate_dense(x)))
+        return self.output_dropout(self.output_dense(x))
+
+
+class AttnAdapterLayer(nn.Module):
+    """MMS per-language adapter: a small bottleneck added after each pre-norm encoder layer."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.linear_1 = nn.Linear(config.hidden_size, config.adapter_attn_dim)
+        self.linear_2 = nn.Linear(config.adapter_attn_dim, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.relu(self.linear_1(self.norm(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm layer (wav2vec2-base): x = LN(x + attn(x)); x = LN'(x + ff(x))."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.attention = Attention(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = FeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x, attention_bias=None, output_attentions=False):
+        attended, weights = self.attention(x, attention_bias, output_attentions)
+        x = self.layer_norm(x + self.dropout(attended))
+        x = self.final_layer_norm(x + self.feed_forward(x))
+        return x, weights
+
+
+class StableEncoderLayer(nn.Module):
+    """Pre-norm layer (large-lv60, XLS-R, MMS): x = x + attn(LN(x)); x = x + ff(LN'(x)) [+ adapter(x)]."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.attention = Attention(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = FeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.adapter_layer = AttnAdapterLayer(config) if config.adapter_attn_dim is not None else None
+
+    def forward(self, x, attention_bias=None, output_attentions=False):
+        attended, weights = self.attention(self.layer_norm(x), attention_bias, output_attentions)
+        x = x + self.dropout(attended)
+        x = x + self.feed_forward(self.final_layer_norm(x))
+        if self.adapter_layer is not None:
+            x = x + self.adapter_layer(x)
+        return x, weights
+
+
+def _zero_touch(module: nn.Module) -> torch.Tensor:
+    """0 * (one entry of every trainable parameter): keeps a skipped layer in the autograd graph.
+
+    DistributedDataParallel with find_unused_parameters=False expects a gradient for every
+    parameter on every step; a LayerDrop-skipped layer then still gets one (zeros), without running.
+    """
+    touched = [p.view(-1)[0] for p in module.parameters() if p.requires_grad]
+    return torch.stack(touched).sum() * 0.0 if touched else None
+
+
+class Encoder(nn.Module):
+    """Positional conv + transformer layers. Post-norm (base) normalises before the first layer,
+    pre-norm ("stable") after the last one."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.stable = config.do_stable_layer_norm
+        self.layerdrop = config.layerdrop
+        self.pos_conv_embed = PositionalConvEmbedding(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        layer_class = StableEncoderLayer if self.stable else EncoderLayer
+        self.layers = nn.ModuleList(layer_class(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, x, frame_mask=None, output_attentions=False, output_hidden_states=False):
+        """x (batch, frames, hidden); frame_mask bool (batch, frames) or None.
+
+        Returns (last hidden state, hidden states or None, attentions or None).
+        """
+        attention_bias = None
+        if frame_mask is not None:
+            x = x * frame_mask[..., None].to(x.dtype)  # padded frames must not leak through the conv
+            # Additive bias on the keys: 0 where valid, the dtype's most negative value on padding.
+            attention_bias = (~frame_mask[:, None, None, :]).to(x.dtype) * torch.finfo(x.dtype).min
+
+        x = x + self.pos_conv_embed(x)
+        if not self.stable:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+
+        all_hidden, all_attentions = [], []
+        for layer in self.layers:
+            all_hidden.append(x)
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                touch = _zero_touch(layer)
+                x = x if touch is None else x + touch
+                all_attentions.append(None)
+                continue
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, weights = checkpoint(layer, x, attention_bias, output_attentions, use_reentrant=False)
+            else:
+                x, weights = layer(x, attention_bias, output_attentions)
+            all_attentions.append(weights)
+
+        if self.stable:
+            x = self.layer_norm(x)
+        all_hidden.append(x)
+        return (
+            x,
+            tuple(all_hidden) if output_hidden_states else None,
+            tuple(all_attentions) if output_attentions else None,
+        )
+
+
+class AdapterLayer(nn.Module):
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        size = config.output_hidden_size
+        self.conv = nn.Conv1d(size, 2 * size, config.adapter_kernel_size, stride=config.adapter_stride, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.glu(self.conv(x), dim=1)  # (batch, size, frames / stride)
+
+
+class Adapter(nn.Module):
+    """Conv adapter after the encoder: strided GLU convs shorten the sequence (optionally after a
+    projection to output_hidden_size)."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        if config.output_hidden_size != config.hidden_size:
+            self.proj = nn.Linear(config.hidden_size, config.output_hidden_size)
+            self.proj_layer_norm = nn.LayerNorm(config.output_hidden_size)
+        else:
+            self.proj = self.proj_layer_norm = None
+        self.layers = nn.ModuleList(AdapterLayer(config) for _ in range(config.num_adapter_layers))
+        self.layerdrop = config.layerdrop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.proj is not None:
+            x = self.proj_layer_norm(self.proj(x))
+        x = x.transpose(1, 2)  # (batch, size, frames)
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                touch = _zero_touch(layer)
+                x = x if touch is None else x + touch
+            else:
+                x = layer(x)
+        return x.transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------ quantizer
+class GumbelVectorQuantizer(nn.Module):
+    """Product quantizer: num_codevector_groups codebooks of num_codevectors_per_group entries each."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.num_groups = config.num_codevector_groups
+        self.num_vars = config.num_codevectors_per_group
+        self.codevectors = nn.Parameter(
+            torch.empty(1, self.num_groups * self.num_vars, config.codevector_dim // self.num_groups)
+        )
+        self.weight_proj = nn.Linear(config.conv_dim[-1], self.num_groups * self.num_vars)
+        self.temperature = 2.0  # decayed during pretraining with set_gumbel_temperature
+
+    def reset_parameters(self):
+        nn.init.normal_(self.weight_proj.weight, 0.0, 1.0)
+        nn.init.zeros_(self.weight_proj.bias)
+        nn.init.uniform_(self.codevectors)
+
+    @staticmethod
+    def perplexity(probs: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """probs (batch * frames, groups, vars); mask bool (batch, frames) selects the frames counted."""
+        if mask is None:
+            marginal = probs.mean(dim=0)
+        else:
+            counted = mask.reshape(-1, 1, 1)
+            marginal = torch.where(counted, probs, torch.zeros_like(probs)).sum(dim=0) / mask.sum()
+        return torch.exp(-torch.sum(marginal * torch.log(marginal + 1e-7), dim=-1)).sum()
+
+    def forward(self, features, mask_time_indices=None, gumbel_noise=None):
+        """features (batch, frames, conv_dim[-1]) -> (codevectors (batch, frames, codevector_dim), perplexity).
+
+        In training, codevectors are picked by hard Gumbel-softmax with straight-through gradients;
+        ``gumbel_noise`` (batch, frames, groups, vars) of standard Gumbel samples makes it reproducible.
+        In eval, by argmax.
+        """
+        batch, frames, _ = features.shape
+        logits = self.weight_proj(features).view(batch * frames, self.num_groups, self.num_vars)
+        if self.training:
+            logits32 = logits.float()
+            if gumbel_noise is None:
+                gumbel_noise = -torch.empty_like(logits32).exponential_().log()
+            gumbel_noise = gumbel_noise.reshape(logits32.shape).to(logits32)
+            soft = ((logits32 + gumbel_noise) / self.temperature).softmax(dim=-1)
+            hard = F.one_hot(soft.argmax(dim=-1), self.num_vars).to(soft)
+            probs = (hard - soft.detach() + soft).type_as(logits)  # straight-through estimator
+            perplexity = self.perplexity(logits32.softmax(dim=-1), mask_time_indices)
+        else:
+            probs = F.one_hot(logits.argmax(dim=-1), self.num_vars).to(logits)
+            perplexity = self.perplexity(probs, mask_time_indices)
+        # (batch * frames, groups * vars, 1) * (1, groups * vars, dim / groups), summed within each group
+        per_entry = probs.view(batch * frames, -1, 1) * self.codevectors
+        codevectors = per_entry.view(batch * frames, self.num_groups, self.num_vars, -1).sum(dim=-2)
+        return codevectors.view(batch, frames, -1), perplexity
+
+
+# ------------------------------------------------------------------------------------ x-vector blocks
+class TDNNLayer(nn.Module):
+    """Dilated conv over time, stored as a Linear on the (kernel * in_dim) unfolded window."""
+
+    def __init__(self, config: Wav2Vec2Config, layer_id: int):
+        super().__init__()
+        self.in_dim = config.tdnn_dim[layer_id - 1] if layer_id > 0 else config.tdnn_dim[0]
+        self.out_dim = config.tdnn_dim[layer_id]
+        self.kernel_size = config.tdnn_kernel[layer_id]
+        self.dilation = config.tdnn_dilation[layer_id]
+        self.kernel = nn.Linear(self.in_dim * self.kernel_size, self.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Linear weight (out, kernel * in) laid out tap-major -> conv weight (out, in, kernel)
+        weight = self.kernel.weight.view(self.out_dim, self.kernel_size, self.in_dim).transpose(1, 2)
+        x = F.conv1d(x.transpose(1, 2), weight, self.kernel.bias, dilation=self.dilation)
+        return F.relu(x.transpose(1, 2))  # (batch, frames - dilation * (kernel - 1), out_dim)
+
+
+class AMSoftmaxLoss(nn.Module):
+    """Additive-margin softmax: cross-entropy on scale * (cos - margin for the true class)."""
+
+    def __init__(self, input_dim: int, num_labels: int, scale: float = 30.0, margin: float = 0.4):
+        super().__init__()
+        self.scale, self.margin, self.num_labels = scale, margin, num_labels
+        self.weight = nn.Parameter(torch.randn(input_dim, num_labels))
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.flatten()
+        cosine = F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=0)  # (batch, num_labels)
+        is_target = F.one_hot(labels, self.num_labels).bool()
+        logits = self.scale * torch.where(is_target, cosine - self.margin, cosine)
+        return F.cross_entropy(logits, labels)
+
+
+# ------------------------------------------------------------------------------------ initialisation
+def init_weights(root: nn.Module, config: Wav2Vec2Config) -> None:
+    """Random initialisation with the reference's distributions (not its exact values)."""
+    for module in root.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, config.initializer_range)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d) and not parametrize.is_parametrized(module):
+            nn.init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                bound = math.sqrt(module.groups / (module.in_channels * module.kernel_size[0]))
+                nn.init.uniform_(module.bias, -bound, bound)
+    # Blocks with their own scheme go after the generic pass, which would overwrite them.
+    for module in root.modules():
+        if isinstance(module, (PositionalConvEmbedding, FeatureProjection, GumbelVectorQuantizer)):
+            module.reset_parameters()
+
+
+# ------------------------------------------------------------------------------------ input checks
+def _as_tensor(value, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{name}: cannot convert a {type(value).__name__} to a tensor ({e})") from None
+
+
+# ------------------------------------------------------------------------------------ shared base
+class Wav2Vec2PreTrainedModel(nn.Module):
+    """Weight I/O, dtype/device plumbing and input checks shared by the bare model and every head."""
+
+    head = "model"  # the head name of wav2vec2.spec.names.canonical_shapes
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        if not isinstance(config, Wav2Vec2Config):
+            raise ValueError(f"config must be a wav2vec2.Wav2Vec2Config, got {type(config).__name__}")
+        self.config = config
+        self.name_or_path = None  # where from_pretrained found the weights; load_adapter looks there
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def body(self) -> "Wav2Vec2Model":
+        return self if isinstance(self, Wav2Vec2Model) else self.wav2vec2
+
+    # ---------------------------------------------------------------- training switches
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradients to the conv feature encoder (the usual setting for fine-tuning)."""
+        for p in self.body.feature_extractor.parameters():
+            p.requires_grad_(False)
+
+    def freeze_base_model(self) -> None:
+        """Train the head only."""
+        for p in self.body.parameters():
+            p.requires_grad_(False)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute conv layers and encoder layers in the backward pass instead of storing activations."""
+        self.body.feature_extractor.gradient_checkpointing = True
+        self.body.encoder.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.body.feature_extractor.gradient_checkpointing = False
+        self.body.encoder.gradient_checkpointing = False
+
+    # ---------------------------------------------------------------- input checks
+    def _prepare_inputs(self, input_values, attention_mask):
+        """Checked inputs: waveform (batch, samples) in the model's dtype/device, mask or None."""
+        x = _as_tensor(input_values, "input_values")
+        if not x.is_floating_point():
+            raise ValueError(f"input_values must be floating point audio, got dtype {x.dtype}")
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"input_values must have shape (batch, samples) or (samples,), got {tuple(x.shape)}")
+        shortest = min_input_length(self.config, add_adapter=False)
+        if x.shape[1] < shortest:
+            raise ValueError(
+                f"input_values has {x.shape[1]} samples; the conv feature encoder needs at least {shortest}"
+            )
+        x = x.to(device=self.device, dtype=self.dtype)
+        if attention_mask is not None:
+            attention_mask = _as_tensor(attention_mask, "attention_mask").to(self.device)
+            if attention_mask.ndim == 1 and x.shape[0] == 1:
+                attention_mask = attention_mask[None]
+            if tuple(attention_mask.shape) != tuple(x.shape):
+                raise ValueError(
+                    f"attention_mask must have the shape of input_values {tuple(x.shape)} (batch, samples), "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            attention_mask = attention_mask.long()
+        return x, attention_mask
+
+    def _frame_input(self, value, name: str, shape, dtype) -> torch.Tensor:
+        value = _as_tensor(value, name).to(self.device)
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
+        return value.to(dtype)
+
+    # ---------------------------------------------------------------- canonical weights
+    def canonical_state_dict(self) -> Dict[str, np.ndarray]:
+        """Weights under the reference PyTorch names and layouts, as float32/float16/bfloat16->float32 NumPy."""
+        state = {}
+        for name, tensor in self.state_dict().items():
+            for torch_name, canonical_name in _WEIGHT_NORM_NAMES.items():
+                if name.endswith(torch_name):
+                    name = name[: -len(torch_name)] + canonical_name
+            tensor = tensor.detach().cpu()
+            if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16
+                tensor = tensor.float()
+            state[name] = tensor.numpy().copy()
+        return state
+
+    def load_canonical_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        """Load a complete canonical dict (exactly this model's keys and shapes), keeping dtype/device."""
+        own = self.state_dict()
+        to_torch_name = {}
+        for name in own:
+            canonical = name
+            for torch_name, canonical_name in _WEIGHT_NORM_NAMES.items():
+                if name.endswith(torch_name):
+                    canonical = name[: -len(torch_name)] + canonical_name
+            to_torch_name[canonical] = name
+        missing = sorted(set(to_torch_name) - set(state))
+        unknown = sorted(set(state) - set(to_torch_name))
+        if missing or unknown:
+            raise ValueError(
+                f"{type(self).__name__}.load_canonical_state_dict: missing keys {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unknown keys {unknown[:5]}{'...' if len(unknown) > 5 else ''}"
+            )
+        converted = {}
+        for canonical, torch_name in to_torch_name.items():
+            value = np.asarray(state[canonical])
+            target = own[torch_name]
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"{canonical}: expected shape {tuple(target.shape)}, got {tuple(value.shape)}"
+                )
+            converted[torch_name] = torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype)
+        self.load_state_dict(converted, strict=True)
+
+    # ---------------------------------------------------------------- files
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, target_lang: Optional[str] = None, config=None, **hub_kwargs):
+        """Load config.json and weights (any format wav2vec2.io reads) from a directory or hub repo.
+
+        Head weights the checkpoint lacks are initialised randomly (logged as a warning); weights of
+        other heads are dropped. With ``target_lang``, the MMS adapter of that language is loaded too.
+        """
+        from ...io import match_state_dict, read_state_dict
+        from ...spec.names import canonical_shapes
+
+        if config is None:
+            config = Wav2Vec2Config.from_pretrained(path_or_repo_id, **hub_kwargs)
+        model = cls(config)
+        report = match_state_dict(read_state_dict(path_or_repo_id, **hub_kwargs), canonical_shapes(config, cls.head))
+        if report.missing:
+            logger.warning(
+                "%s: weights not in %s, newly initialised: %s", cls.__name__, path_or_repo_id, sorted(report.missing)
+            )
+        if report.discarded:
+            logger.info("%s: unused weights of other heads in %s: %s", cls.__name__, path_or_repo_id, sorted(report.discarded))
+        state = model.canonical_state_dict()
+        state.update(report.state)
+        model.load_canonical_state_dict(state)
+        model.name_or_path = os.fspath(path_or_repo_id)
+        if target_lang is not None:
+            model.load_adapter(target_lang, **hub_kwargs)
+        return model.eval()
+
+    def save_pretrained(self, directory, safe_serialization: bool = True, format: Optional[str] = None) -> None:
+        """Write config.json and the weights (model.safetensors, or pytorch_model.bin without safe
+        serialisation; ``format`` picks any format wav2vec2.io writes)."""
+        from ...io import write_state_dict
+
+        os.makedirs(directory, exist_ok=True)
+        self.config.save_pretrained(directory)
+        format = format or ("safetensors" if safe_serialization else "pytorch")
+        write_state_dict(self.canonical_state_dict(), directory, format=format)
+
+
+# ------------------------------------------------------------------------------------ the bare model
+class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
+    head = "model"
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.feature_extractor = FeatureEncoder(config)
+        self.feature_projection = FeatureProjection(config)
+        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+            self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
+        else:
+            self.masked_spec_embed = None
+        self.encoder = Encoder(config)
+        self.adapter = Adapter(config) if config.add_adapter else None
+        init_weights(self, config)
+
+    def _spec_augment(self, hidden, frames_valid, mask_time_indices, rng):
+        """Replace masked frames by masked_spec_embed, zero masked channels. hidden (batch, frames, hidden)."""
+        if not self.config.apply_spec_augment:
+            return hidden
+        mask_feature_indices = None
+        if self.training:
+            batch, frames, _ = hidden.shape
+            valid = None if frames_valid is None else frames_valid.cpu().numpy()
+            drawn_time, mask_feature_indices = spec_augment_masks(
+                self.config, batch, frames, rng=rng or np.random.default_rng(), frame_attention_mask=valid
+            )
+            if mask_time_indices is None and drawn_time is not None:
+                mask_time_indices = torch.from_numpy(drawn_time).to(hidden.device)
+        if mask_time_indices is not None:
+            # torch.where (not in-place indexing) keeps masked_spec_embed in the graph even when no
+            # frame is masked, so DDP sees a gradient for it on every step.
+            embed = self.masked_spec_embed.to(hidden.dtype)
+            hidden = torch.where(mask_time_indices[..., None], embed, hidden)
+        if mask_feature_indices is not None:
+            channels = torch.from_numpy(mask_feature_indices).to(hidden.device)  # (batch, hidden)
+            hidden = hidden.masked_fill(channels[:, None, :], 0.0)
+        return hidden
+
+    def forward(
+        self,
+        input_values,
+        attention_mask=None,
+        mask_time_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
+    ) -> Wav2Vec2BaseModelOutput:
+        """input_values (batch, samples) float; attention_mask (batch, samples) 1 on real samples;
+        mask_time_indices bool (batch, frames): frames to replace by masked_spec_embed."""
+        input_values, attention_mask = self._prepare_inputs(input_values, attention_mask)
+        features = self.feature_extractor(input_values).transpose(1, 2)  # (batch, frames, conv_dim[-1])
+        batch, frames, _ = features.shape
+
+        valid = None if attention_mask is None else frame_mask(self.config, attention_mask, frames, add_adapter=False)
+        if mask_time_indices is not None:
+            mask_time_indices = self._frame_input(mask_time_indices, "mask_time_indices", (batch, frames), torch.bool)
+
+        hidden, extract_features = self.feature_projection(features)
+        hidden = self._spec_augment(hidden, valid, mask_time_indices, spec_augment_rng)
+        hidden, all_hidden, attentions = self.encoder(hidden, valid, output_attentions, output_hidden_states)
+        if self.adapter is not None:
+            hidden = self.adapter(hidden)  # (batch, frames after the adapter, output_hidden_size)
+        return Wav2Vec2BaseModelOutput(hidden, extract_features, all_hidden, attentions)
+
+
+def _weighted_layer_sum(layer_weights: torch.Tensor, hidden_states) -> torch.Tensor:
+    stacked = torch.stack(hidden_states, dim=1)  # (batch, layers + 1, frames, hidden)
+    weights = layer_weights.softmax(dim=-1).view(-1, 1, 1)
+    return (stacked * weights).sum(dim=1)
+
+
+# ------------------------------------------------------------------------------------ heads
+class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
+    head = "ctc"
+
+    def __init__(self, config: Wav2Vec2Config, target_lang: Optional[str] = None):
+        super().__init__(config)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.lm_head = nn.Linear(config.output_hidden_size if config.add_adapter else config.hidden_size, config.vocab_size)
+        self.target_lang = target_lang
+        init_weights(self.lm_head, config)
+
+    def forward(
+        self,
+        input_values,
+        attention_mask=None,
+        labels=None,
+        mask_time_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
+    ) -> HeadOutput:
+        """labels (batch, max_target_len) token ids, padded with -100 (any negative value)."""
+        out = self.wav2vec2(
+            input_values, attention_mask, mask_time_indices, output_attentions, output_hidden_states, spec_augment_rng
+        )
+        logits = self.lm_head(self.dropout(out.last_hidden_state))  # (batch, frames, vocab)
+        loss = None if labels is None else self.ctc_loss(logits, labels, input_values, attention_mask)
+        return HeadOutput(logits, loss, out.hidden_states, out.attentions)
+
+    def ctc_loss(self, logits, labels, input_values, attention_mask) -> torch.Tensor:
+        """CTC as torch's F.ctc_loss with config.ctc_loss_reduction; log-softmax and loss in float32."""
+        batch = logits.shape[0]
+        labels = _as_tensor(labels, "labels").to(logits.device)
+        if labels.ndim != 2 or labels.shape[0] != batch or labels.is_floating_point():
+            raise ValueError(
+                f"labels must be integer token ids of shape (batch={batch}, target_length), "
+                f"got {tuple(labels.shape)} {labels.dtype}"
+            )
+        if labels.numel() and int(labels.max()) >= self.config.vocab_size:
+            raise ValueError(f"labels hold id {int(labels.max())}, but vocab_size is {self.config.vocab_size}")
+        if attention_mask is None:
+            sample_lengths = torch.full((batch,), _as_tensor(input_values, "input_values").shape[-1], device=logits.device)
+        else:
+            sample_lengths = _as_tensor(attention_mask, "attention_mask").to(logits.device).reshape(batch, -1).long().sum(-1)
+        input_lengths = feat_extract_output_lengths(self.config, sample_lengths)
+        is_target = labels >= 0
+        targets = labels[is_target]  # (total target tokens,)
+        log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab)
+        with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC has other length limits
+            return F.ctc_loss(
+                log_probs, targets, input_lengths, is_target.sum(-1), blank=self.config.pad_token_id,
+                reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
+            )
+
+    # ---------------------------------------------------------------- MMS adapters
+    def adapter_state_names(self):
+        """Canonical names an adapter file holds: every AttnAdapterLayer parameter and the lm_head."""
+        if self.config.adapter_attn_dim is None:
+            raise ValueError("this model has no attention adapters: config.adapter_attn_dim is None")
+        names = [f"wav2vec2.{name}" for name, _ in self.wav2vec2.named_parameters() if ".adapter_layer." in name]
+        return names + ["lm_head.weight", "lm_head.bias"]
+
+    def load_adapter(self, target_lang: str, path_or_repo_id=None, **hub_kwargs) -> None:
+        """Load ``adapter.{target_lang}.safetensors`` (or ``.bin``) from where the model came from.
+
+        A vocabulary of another size resizes lm_head and config.vocab_size.
+        """
+        from ...io.hub import resolve_file
+
+        where = path_or_repo_id or self.name_or_path
+        if where is None:
+            raise ValueError("load_adapter: the model was not loaded with from_pretrained; pass path_or_repo_id")
+        expected = set(self.adapter_state_names())
+        path = resolve_file(where, f"adapter.{target_lang}.safetensors", required=False, **hub_kwargs)
+        if path is not None:
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            path = resolve_file(where, f"adapter.{target_lang}.bin", required=False, **hub_kwargs)
+            if path is None:
+                raise ValueError(f"{where}: no adapter.{target_lang}.safetensors or adapter.{target_lang}.bin")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if set(state) != expected:
+            raise ValueError(
+                f"{path}: adapter keys do not match this model: missing {sorted(expected - set(state))[:5]}, "
+                f"unknown {sorted(set(state) - expected)[:5]}"
+            )
+        vocab_size = state["lm_head.weight"].shape[0]
+        if vocab_size != self.lm_head.out_features:
+            self.lm_head = nn.Linear(self.lm_head.in_features, vocab_size, device=self.device, dtype=self.dtype)
+            self.config.vocab_size = vocab_size
+        own = self.state_dict()
+        for name, value in state.items():
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, expected {tuple(own[name].shape)}")
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        self.target_lang = target_lang
+
+
+class _PooledHead(Wav2Vec2PreTrainedModel):
+    """Shared parts of the heads that read the body's output, optionally as a weighted layer sum."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        if config.add_adapter:
+            raise ValueError(f"{type(self).__name__} does not support the conv adapter (config.add_adapter=True)")
+        self.wav2vec2 = Wav2Vec2Model(config)
+        num_layers = config.num_hidden_layers + 1  # the encoder input and every layer output
+        if config.use_weighted_layer_sum:
+            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
+
+    def _body_states(self, input_values, attention_mask, output_attentions, output_hidden_states):
+        out = self.wav2vec2(
+            input_values, attention_mask, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum,
+        )
+        hidden = (
+            _weighted_layer_sum(self.layer_weights, out.hidden_states)
+            if self.config.use_weighted_layer_sum
+            else out.last_hidden_state
+        )
+        return hidden, out
+
+
+class Wav2Vec2ForSequenceClassification(_PooledHead):
+    head = "sequence_classification"
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.projector = nn.Linear(config.hidden_size, config.classifier_proj_size)
+        self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
+        init_weights(self.projector, config)
+        init_weights(self.classifier, config)
+
+    def forward(self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False):
+        """labels (batch,) class ids. Mean pooling over valid frames."""
+        hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
+        hidden = self.projector(hidden)  # (batch, frames, classifier_proj_size)
+        if attention_mask is None:
+            pooled = hidden.mean(dim=1)
+        else:
+            valid = frame_mask(self.config, _as_tensor(attention_mask, "attention_mask").to(hidden.device).reshape(hidden.shape[0], -1).long(), hidden.shape[1])
+            valid = valid[..., None].to(hidden.dtype)
+            pooled = (hidden * valid).sum(dim=1) / valid.sum(dim=1)
+        logits = self.classifier(pooled)  # (batch, num_labels)
+        loss = None
+        if labels is not None:
+            labels = _as_tensor(labels, "labels").to(logits.device)
+            if labels.numel() != logits.shape[0] or labels.is_floating_point():
+                raise ValueError(f"labels must be {logits.shape[0]} integer class ids, got {tuple(labels.shape)} {labels.dtype}")
+            loss = F.cross_entropy(logits.float(), labels.reshape(-1).long())
+        return HeadOutput(logits, loss, out.hidden_states, out.attentions)
+
+
+class Wav2Vec2ForAudioFrameClassification(_PooledHead):
+    head = "audio_frame_classification"
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self.classifier, config)
+
+    def forward(self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False):
+        """labels (batch, frames, num_labels) one-hot (or scores: the argmax is the target), as the reference."""
+        hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
+        logits = self.classifier(hidden)  # (batch, frames, num_labels)
+        loss = None
+        if labels is not None:
+            labels = _as_tensor(labels, "labels").to(logits.device)
+            if tuple(labels.shape) != tuple(logits.shape):
+                raise ValueError(f"labels must have shape {tuple(logits.shape)} (batch, frames, num_labels), got {tuple(labels.shape)}")
+            num_labels = self.config.num_labels
+            loss = F.cross_entropy(logits.float().reshape(-1, num_labels), labels.reshape(-1, num_labels).argmax(dim=1))
+        return HeadOutput(logits, loss, out.hidden_states, out.attentions)
+
+
+class Wav2Vec2ForXVector(_PooledHead):
+    head = "xvector"
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.projector = nn.Linear(config.hidden_size, config.tdnn_dim[0])
+        self.tdnn = nn.ModuleList(TDNNLayer(config, i) for i in range(len(config.tdnn_dim)))
+        self.feature_extractor = nn.Linear(config.tdnn_dim[-1] * 2, config.xvector_output_dim)
+        self.classifier = nn.Linear(config.xvector_output_dim, config.xvector_output_dim)
+        self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels)
+        for module in (self.projector, self.tdnn, self.feature_extractor, self.classifier):
+            init_weights(module, config)
+
+    def tdnn_output_lengths(self, lengths):
+        # As the reference: each TDNN layer shortens by kernel - 1, whatever its dilation.
+        for kernel in self.config.tdnn_kernel:
+            lengths = lengths - kernel + 1
+        return lengths
+
+    def forward(self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False):
+        """labels (batch,) speaker ids. Statistics pooling (mean, std) over valid TDNN frames."""
+        hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
+        hidden = self.projector(hidden)
+        for layer in self.tdnn:
+            hidden = layer(hidden)  # (batch, tdnn frames, tdnn_dim[i])
+        if attention_mask is None:
+            mean, std = hidden.mean(dim=1), hidden.std(dim=1)
+        else:
+            mask = _as_tensor(attention_mask, "attention_mask").to(hidden.device).reshape(hidden.shape[0], -1).long()
+            lengths = self.tdnn_output_lengths(feat_extract_output_lengths(self.config, mask.sum(-1)))
+            valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None])[..., None]
+            # the reference's lengths ignore dilation and may exceed the frames there are: slice semantics
+            count = valid.sum(dim=1).to(hidden.dtype)
+            mean = hidden.masked_fill(~valid, 0.0).sum(dim=1) / count
+            # unbiased, like torch.std
+            std = ((hidden - mean[:, None]).masked_fill(~valid, 0.0).pow(2).sum(dim=1) / (count - 1)).sqrt()
+        embeddings = self.feature_extractor(torch.cat([mean, std], dim=-1))  # (batch, xvector_output_dim)
+        logits = self.classifier(embeddings)
+        loss = None
+        if labels is not None:
+            labels = _as_tensor(labels, "labels").to(logits.device)
+            if labels.numel() != logits.shape[0] or labels.is_floating_point():
+                raise ValueError(f"labels must be {logits.shape[0]} integer speaker ids, got {tuple(labels.shape)} {labels.dtype}")
+            loss = self.objective(logits.float(), labels.long())
+        return XVectorOutput(logits, embeddings, loss, out.hidden_states, out.attentions)
+
+
+class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
+    head = "pretraining"
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.dropout_features = nn.Dropout(config.feat_quantizer_dropout)
+        self.quantizer = GumbelVectorQuantizer(config)
+        self.project_hid = nn.Linear(config.hidden_size, config.proj_codevector_dim)
+        self.project_q = nn.Linear(config.codevector_dim, config.proj_codevector_dim)
+        init_weights(self.quantizer, config)
+        # The two projections keep torch's default Linear init, as in the reference.
+
+    def set_gumbel_temperature(self, temperature: float) -> None:
+        self.quantizer.temperature = float(temperature)
+
+    def forward(
+        self,
+        input_values,
+        attention_mask=None,
+        mask_time_indices=None,
+        sampled_negative_indices=None,
+        gumbel_noise=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> Wav2Vec2ForPreTrainingOutput:
+        """mask_time_indices bool (batch, frames) from wav2vec2.spec.masking.pretraining_mask;
+        sampled_negative_indices (batch, frames, num_negatives) from wav2vec2.spec.negatives, indices
+        into the flattened (batch * frames) axis; gumbel_noise (batch, frames, groups, vars), optional."""
+        out = self.wav2vec2(
+            input_values, attention_mask, mask_time_indices,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        projected = self.project_hid(out.last_hidden_state)  # (batch, frames, proj_codevector_dim)
+        features = self.dropout_features(out.extract_features)
+        batch, frames, _ = features.shape
+        if mask_time_indices is not None:
+            mask_time_indices = self._frame_input(mask_time_indices, "mask_time_indices", (batch, frames), torch.bool)
+        if gumbel_noise is not None:
+            shape = (batch, frames, self.quantizer.num_groups, self.quantizer.num_vars)
+            gumbel_noise = self._frame_input(gumbel_noise, "gumbel_noise", shape, torch.float32)
+        quantized, perplexity = self.quantizer(features, mask_time_indices, gumbel_noise)
+        quantized = self.project_q(quantized.to(self.project_q.weight.dtype))  # (batch, frames, proj_codevector_dim)
+
+        loss = contrastive_loss = diversity_loss = None
+        if sampled_negative_indices is not None:
+            if mask_time_indices is None:
+                raise ValueError("sampled_negative_indices needs mask_time_indices: the loss is taken on masked frames")
+            negatives_shape = (batch, frames, self.config.num_negatives)
+            negative_indices = self._frame_input(sampled_negative_indices, "sampled_negative_indices", negatives_shape, torch.long)
+            contrastive_loss = self.contrastive_loss(projected, quantized, negative_indices, mask_time_indices)
+            num_codevectors = self.quantizer.num_groups * self.quantizer.num_vars
+            diversity_loss = (num_codevectors - perplexity) / num_codevectors * mask_time_indices.sum()
+            loss = contrastive_loss + self.config.diversity_loss_weight * diversity_loss
+        return Wav2Vec2ForPreTrainingOutput(
+            projected, quantized, perplexity, loss, contrastive_loss, diversity_loss, out.hidden_states, out.attentions
+        )
+
+    def contrastive_loss(self, projected, quantized, negative_indices, mask_time_indices) -> torch.Tensor:
+        """Summed cross-entropy of picking the true quantized frame among itself and its negatives,
+        by cosine similarity / temperature, over masked frames."""
+        batch, frames, dim = quantized.shape
+        negatives = quantized.reshape(-1, dim)[negative_indices.reshape(-1)]
+        negatives = negatives.view(batch, frames, -1, dim).permute(2, 0, 1, 3)  # (negatives, batch, frames, dim)
+        candidates = torch.cat([quantized[None], negatives], dim=0)  # (1 + negatives, batch, frames, dim)
+        logits = torch.cosine_similarity(projected.float(), candidates.float(), dim=-1)
+        logits = logits.type_as(candidates) / self.config.contrastive_logits_temperature
+        # A negative identical to the positive (a low-usage codebook) would be a contradictory target.
+        negative_is_positive = (quantized[None] == negatives).all(dim=-1)
+        logits = torch.cat([logits[:1], logits[1:].masked_fill(negative_is_positive, float("-inf"))])
+        logits = logits.permute(2, 1, 0).reshape(-1, logits.shape[0])  # (frames * batch, 1 + negatives)
+        target = torch.where(mask_time_indices, 0, -100).transpose(0, 1).reshape(-1)  # class 0 = the positive
+        return F.cross_entropy(logits.float(), target, reduction="sum")
