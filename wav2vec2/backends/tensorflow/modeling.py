@@ -1,0 +1,1273 @@
+"""wav2vec 2.0 as Keras 3 layers and models on the TensorFlow backend.
+
+Blocks follow the other backends in name and order: FeatureEncoder, FeatureProjection,
+PositionalConvEmbedding, Attention, FeedForward, EncoderLayer, StableEncoderLayer, AttnAdapterLayer,
+Encoder, Adapter, GumbelVectorQuantizer, TDNNLayer, AMSoftmaxLoss, then the six models. Every block
+takes the one Wav2Vec2Config. Weights are built when a model is constructed, so
+``canonical_state_dict()`` works straight away; each block lists its weights under their canonical
+(reference PyTorch) names in ``port()``, with the NumPy layout change that maps one onto the other.
+
+Shapes use B = batch, S = samples, T = frames, C = channels, H = heads, D = head size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Dict, Optional, Tuple
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ...config import Wav2Vec2Config  # noqa: E402
+from ...spec import masking  # noqa: E402
+from ...spec.lengths import min_input_length  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"wav2vec2.backends.tensorflow needs Keras on the TensorFlow backend, but KERAS_BACKEND is "
+        f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow before importing keras"
+    )
+
+logger = logging.getLogger(__name__)
+
+# port() entries: canonical name -> (variable, layout), where layout maps the NumPy value of the
+# variable to the canonical array and back (every layout used here is its own inverse).
+Port = Dict[str, Tuple[keras.Variable, Optional[callable]]]
+
+
+def _transpose(array):  # Dense kernel (in, out) <-> Linear weight (out, in)
+    return np.transpose(array)
+
+
+def _reverse_axes(array):  # Conv1D kernel (K, in, out) <-> Conv1d weight (out, in, K)
+    return np.transpose(array, (2, 1, 0))
+
+
+def _prefixed(prefix: str, port: Port) -> Port:
+    return {f"{prefix}.{name}": entry for name, entry in port.items()}
+
+
+def _port_dense(dense: keras.layers.Dense) -> Port:
+    port = {"weight": (dense.kernel, _transpose)}
+    if dense.use_bias:
+        port["bias"] = (dense.bias, None)
+    return port
+
+
+def _port_conv(conv: keras.layers.Conv1D) -> Port:
+    port = {"weight": (conv.kernel, _reverse_axes)}
+    if conv.use_bias:
+        port["bias"] = (conv.bias, None)
+    return port
+
+
+def _port_norm(norm) -> Port:
+    return {"weight": (norm.gamma, None), "bias": (norm.beta, None)}
+
+
+# ---------------------------------------------------------------------------------------- outputs
+
+
+class _Output:
+    """Base of the output dataclasses: tf.function may return them (tf.nest flattens them by field)."""
+
+    def __tf_flatten__(self):
+        fields = dataclasses.fields(self)
+        return tuple(f.name for f in fields), tuple(getattr(self, f.name) for f in fields)
+
+    @classmethod
+    def __tf_unflatten__(cls, names, values):
+        return cls(**dict(zip(names, values)))
+
+
+@dataclasses.dataclass
+class Wav2Vec2BaseModelOutput(_Output):
+    last_hidden_state: tf.Tensor = None
+    extract_features: tf.Tensor = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class CausalLMOutput(_Output):
+    loss: Optional[tf.Tensor] = None
+    logits: tf.Tensor = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class SequenceClassifierOutput(_Output):
+    loss: Optional[tf.Tensor] = None
+    logits: tf.Tensor = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class TokenClassifierOutput(_Output):
+    loss: Optional[tf.Tensor] = None
+    logits: tf.Tensor = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class XVectorOutput(_Output):
+    loss: Optional[tf.Tensor] = None
+    logits: tf.Tensor = None
+    embeddings: tf.Tensor = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class Wav2Vec2ForPreTrainingOutput(_Output):
+    loss: Optional[tf.Tensor] = None
+    projected_states: tf.Tensor = None
+    projected_quantized_states: tf.Tensor = None
+    codevector_perplexity: tf.Tensor = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    contrastive_loss: Optional[tf.Tensor] = None
+    diversity_loss: Optional[tf.Tensor] = None
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+_ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_python": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: tf.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * tf.sigmoid(1.702 * x),
+    "relu": tf.nn.relu,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+
+
+def _normal(stddev):
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+def _uniform(limit):
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+def _dense(units, config, use_bias=True, **kwargs):
+    """A Dense layer initialised like the reference's Linear layers: N(0, initializer_range), zero bias."""
+    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=_normal(config.initializer_range), **kwargs)
+
+
+def _layer_norm(epsilon):
+    return keras.layers.LayerNormalization(epsilon=epsilon)
+
+
+def _conv_output_lengths(config, lengths, add_adapter):
+    """Frames the conv stack (and the adapter when add_adapter) make of ``lengths`` samples: int32 tensor."""
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        lengths = (lengths - kernel) // stride + 1
+    if add_adapter:
+        for _ in range(config.num_adapter_layers):
+            lengths = (lengths - 1) // config.adapter_stride + 1
+    return lengths
+
+
+def _frame_mask(config, attention_mask, num_frames, add_adapter):
+    """Frame-level validity (B, T) bool from a sample-level attention mask (B, S)."""
+    lengths = _conv_output_lengths(config, tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1), add_adapter)
+    return tf.range(num_frames)[None, :] < lengths[:, None]
+
+
+def _samples_for_frames(config, frames: int) -> int:
+    """Fewest samples for which the conv stack yields ``frames`` frames."""
+    length = frames
+    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+        length = (length - 1) * stride + kernel
+    return length
+
+
+def _sparse_cross_entropy(logits, labels):
+    """Mean cross-entropy over rows, in float32. logits (N, L), labels (N,)."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+    return tf.reduce_mean(losses)
+
+
+def ctc_loss(logits, labels, input_lengths, *, blank, reduction="sum", zero_infinity=False):
+    """CTC loss normalised like PyTorch's ``F.ctc_loss``.
+
+    logits: (B, T, V); labels: (B, L) int, padded with negative values (-100); input_lengths: (B,).
+    "mean" divides each utterance's loss by its target length, then averages over the batch.
+    """
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    valid = labels >= 0
+    target_lengths = tf.reduce_sum(tf.cast(valid, tf.int32), -1)
+    # Move each row's labels in front of its padding, keeping their order: (B, L)
+    order = tf.argsort(tf.cast(~valid, tf.int32), axis=-1, stable=True)
+    packed = tf.gather(tf.where(valid, labels, tf.zeros_like(labels)), order, batch_dims=1)
+    input_lengths = tf.cast(input_lengths, tf.int32)
+    losses = tf.nn.ctc_loss(
+        tf.cast(packed, tf.int32), log_probs, target_lengths, input_lengths, logits_time_major=False, blank_index=blank
+    )
+    # An alignment needs a frame per label plus a blank between equal neighbours. TensorFlow returns a
+    # large finite loss when there are fewer frames; PyTorch returns inf, or 0 with zero_infinity.
+    in_target = tf.range(tf.shape(packed)[1] - 1)[None, :] < target_lengths[:, None] - 1
+    repeats = tf.reduce_sum(tf.cast((packed[:, 1:] == packed[:, :-1]) & in_target, tf.int32), -1)
+    feasible = input_lengths >= target_lengths + repeats
+    impossible_loss = tf.zeros_like(losses) if zero_infinity else tf.fill(tf.shape(losses), np.inf)
+    losses = tf.where(feasible, losses, impossible_loss)
+    if reduction == "sum":
+        return tf.reduce_sum(losses)
+    if reduction == "mean":
+        return tf.reduce_mean(losses / tf.cast(tf.maximum(target_lengths, 1), tf.float32))
+    return losses
+
+
+# ---------------------------------------------------------------------------------------- blocks
+
+
+class ConvLayer(keras.layers.Layer):
+    """One conv of the feature encoder: Conv1D, optional norm, activation. (B, T, C_in) -> (B, T', C_out)."""
+
+    def __init__(self, config, layer_id, **kwargs):
+        super().__init__(**kwargs)
+        in_channels = config.conv_dim[layer_id - 1] if layer_id > 0 else 1
+        kernel = config.conv_kernel[layer_id]
+        # Kaiming-normal weights and a uniform bias, like the reference's Conv1d initialisation.
+        bias_limit = math.sqrt(1.0 / (in_channels * kernel))
+        self.conv = keras.layers.Conv1D(
+            config.conv_dim[layer_id], kernel, strides=config.conv_stride[layer_id], use_bias=config.conv_bias,
+            kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal"),
+            bias_initializer=_uniform(bias_limit),
+        )
+        # The reference's PyTorch conv norms use eps 1e-5 whatever layer_norm_eps says.
+        if config.feat_extract_norm == "layer":
+            self.layer_norm = _layer_norm(1e-5)
+        elif layer_id == 0:  # group norm with one group per channel: normalises each channel over time
+            self.layer_norm = keras.layers.GroupNormalization(groups=config.conv_dim[0], epsilon=1e-5)
+        else:
+            self.layer_norm = None
+        self.activation = _ACTIVATIONS[config.feat_extract_activation]
+
+    def call(self, hidden_states):
+        hidden_states = self.conv(hidden_states)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return self.activation(hidden_states)
+
+    def port(self) -> Port:
+        port = _prefixed("conv", _port_conv(self.conv))
+        if self.layer_norm is not None:
+            port.update(_prefixed("layer_norm", _port_norm(self.layer_norm)))
+        return port
+
+
+class FeatureEncoder(keras.layers.Layer):
+    """The conv stack over the raw waveform. (B, S) -> (B, T, conv_dim[-1])."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_layers = [ConvLayer(config, i) for i in range(config.num_feat_extract_layers)]
+
+    def call(self, input_values):
+        hidden_states = input_values[:, :, None]  # (B, S, 1)
+        for conv_layer in self.conv_layers:
+            hidden_states = conv_layer(hidden_states)
+        return hidden_states
+
+    def port(self) -> Port:
+        port = {}
+        for i, conv_layer in enumerate(self.conv_layers):
+            port.update(_prefixed(f"conv_layers.{i}", conv_layer.port()))
+        return port
+
+
+class FeatureProjection(keras.layers.Layer):
+    """LayerNorm then projection to the encoder width. Returns (projected (B, T, hidden), normed (B, T, C))."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.layer_norm = _layer_norm(config.layer_norm_eps)
+        limit = math.sqrt(1.0 / config.conv_dim[-1])
+        self.projection = keras.layers.Dense(
+            config.hidden_size, kernel_initializer=_uniform(limit), bias_initializer=_uniform(limit)
+        )
+        self.dropout = keras.layers.Dropout(config.feat_proj_dropout)
+
+    def call(self, hidden_states, training=False):
+        normed = self.layer_norm(hidden_states)
+        projected = self.dropout(self.projection(normed), training=training)
+        return projected, normed
+
+    def port(self) -> Port:
+        return {**_prefixed("layer_norm", _port_norm(self.layer_norm)), **_prefixed("projection", _port_dense(self.projection))}
+
+
+class PositionalConvEmbedding(keras.layers.Layer):
+    """Grouped, weight-normalised conv over time giving relative position. (B, T, C) -> (B, T, C).
+
+    The weight is ``weight_g * weight_v / ||weight_v||`` with one norm per kernel tap (weight_g (1, 1, K),
+    weight_v (C, C/groups, K), both kept in the canonical layout). The grouped conv runs as one conv per
+    group, concatenated: TensorFlow has no CPU gradient for a grouped conv, and XLA fuses the groups.
+    """
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        channels, kernel = config.hidden_size, config.num_conv_pos_embeddings
+        self.groups = config.num_conv_pos_embedding_groups
+        self.kernel_size = kernel
+        self.weight_v = self.add_weight(
+            shape=(channels, channels // self.groups, kernel), name="weight_v",
+            initializer=_normal(2.0 * math.sqrt(1.0 / (kernel * channels))),
+        )
+        self.weight_g = self.add_weight(shape=(1, 1, kernel), name="weight_g", initializer="ones")
+        self.weight_g.assign(self._tap_norms())  # start as the plain conv weight_v
+        self.bias = self.add_weight(shape=(channels,), name="bias", initializer="zeros")
+        self.activation = _ACTIVATIONS[config.feat_extract_activation]
+
+    def _tap_norms(self):
+        return tf.sqrt(tf.reduce_sum(tf.square(self.weight_v), axis=(0, 1), keepdims=True))  # (1, 1, K)
+
+    def call(self, hidden_states):
+        weight = self.weight_g * self.weight_v / self._tap_norms()  # (C, C/G, K)
+        kernel = tf.transpose(weight, (2, 1, 0))  # (K, C/G, C)
+        pad = self.kernel_size // 2
+        padded = tf.pad(hidden_states, [[0, 0], [pad, pad], [0, 0]])  # (B, T + 2 pad, C)
+        inputs = tf.split(padded, self.groups, axis=-1)
+        kernels = tf.split(kernel, self.groups, axis=-1)
+        outputs = [tf.nn.conv1d(x, k, stride=1, padding="VALID") for x, k in zip(inputs, kernels)]
+        hidden_states = tf.concat(outputs, axis=-1) + self.bias  # (B, T + 1 - K % 2, C)
+        if self.kernel_size % 2 == 0:
+            hidden_states = hidden_states[:, :-1]  # an even kernel gives one frame too many
+        return self.activation(hidden_states)
+
+    def port(self) -> Port:
+        return {"conv.weight_g": (self.weight_g, None), "conv.weight_v": (self.weight_v, None), "conv.bias": (self.bias, None)}
+
+
+class Attention(keras.layers.Layer):
+    """Multi-head self-attention. (B, T, C) -> (B, T, C), and the weights (B, H, T, T)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5
+        self.k_proj = _dense(config.hidden_size, config)
+        self.v_proj = _dense(config.hidden_size, config)
+        self.q_proj = _dense(config.hidden_size, config)
+        self.out_proj = _dense(config.hidden_size, config)
+        self.dropout = keras.layers.Dropout(config.attention_dropout)
+
+    def _split_heads(self, x):  # (B, T, C) -> (B, H, T, D)
+        batch, frames = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.transpose(tf.reshape(x, (batch, frames, self.num_heads, self.head_dim)), (0, 2, 1, 3))
+
+    def call(self, hidden_states, attention_bias=None, training=False):
+        query = self._split_heads(self.q_proj(hidden_states) * self.scale)
+        key = self._split_heads(self.k_proj(hidden_states))
+        value = self._split_heads(self.v_proj(hidden_states))
+        scores = tf.matmul(query, key, transpose_b=True)  # (B, H, T, T)
+        if attention_bias is not None:
+            scores = scores + attention_bias
+        weights = self.dropout(tf.nn.softmax(scores, axis=-1), training=training)
+        context = tf.transpose(tf.matmul(weights, value), (0, 2, 1, 3))  # (B, T, H, D)
+        context = tf.reshape(context, tf.shape(hidden_states))  # (B, T, C)
+        return self.out_proj(context), weights
+
+    def port(self) -> Port:
+        port = {}
+        for name in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            port.update(_prefixed(name, _port_dense(getattr(self, name))))
+        return port
+
+
+class FeedForward(keras.layers.Layer):
+    """Position-wise MLP. (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.intermediate_dropout = keras.layers.Dropout(config.activation_dropout)
+        self.intermediate_dense = _dense(config.intermediate_size, config)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.output_dense = _dense(config.hidden_size, config)
+        self.output_dropout = keras.layers.Dropout(config.hidden_dropout)
+
+    def call(self, hidden_states, training=False):
+        hidden_states = self.activation(self.intermediate_dense(hidden_states))
+        hidden_states = self.intermediate_dropout(hidden_states, training=training)
+        return self.output_dropout(self.output_dense(hidden_states), training=training)
+
+    def port(self) -> Port:
+        return {
+            **_prefixed("intermediate_dense", _port_dense(self.intermediate_dense)),
+            **_prefixed("output_dense", _port_dense(self.output_dense)),
+        }
+
+
+class EncoderLayer(keras.layers.Layer):
+    """Post-norm transformer layer (wav2vec2-base style)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = Attention(config)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout)
+        self.layer_norm = _layer_norm(config.layer_norm_eps)
+        self.feed_forward = FeedForward(config)
+        self.final_layer_norm = _layer_norm(config.layer_norm_eps)
+
+    def call(self, hidden_states, attention_bias=None, training=False):
+        attended, weights = self.attention(hidden_states, attention_bias, training=training)
+        hidden_states = self.layer_norm(hidden_states + self.dropout(attended, training=training))
+        hidden_states = hidden_states + self.feed_forward(hidden_states, training=training)
+        return self.final_layer_norm(hidden_states), weights
+
+    def port(self) -> Port:
+        return {
+            **_prefixed("attention", self.attention.port()),
+            **_prefixed("layer_norm", _port_norm(self.layer_norm)),
+            **_prefixed("feed_forward", self.feed_forward.port()),
+            **_prefixed("final_layer_norm", _port_norm(self.final_layer_norm)),
+        }
+
+
+class AttnAdapterLayer(keras.layers.Layer):
+    """MMS per-language adapter: LayerNorm, down-projection, ReLU, up-projection. (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = _layer_norm(1e-5)
+        self.linear_1 = _dense(config.adapter_attn_dim, config)
+        self.linear_2 = _dense(config.hidden_size, config)
+
+    def call(self, hidden_states):
+        return self.linear_2(tf.nn.relu(self.linear_1(self.norm(hidden_states))))
+
+    def port(self) -> Port:
+        return {
+            **_prefixed("norm", _port_norm(self.norm)),
+            **_prefixed("linear_1", _port_dense(self.linear_1)),
+            **_prefixed("linear_2", _port_dense(self.linear_2)),
+        }
+
+
+class StableEncoderLayer(EncoderLayer):
+    """Pre-norm transformer layer (large-lv60 / XLS-R style), with the MMS adapter when configured."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.adapter_layer = AttnAdapterLayer(config) if config.adapter_attn_dim is not None else None
+
+    def call(self, hidden_states, attention_bias=None, training=False):
+        attended, weights = self.attention(self.layer_norm(hidden_states), attention_bias, training=training)
+        hidden_states = hidden_states + self.dropout(attended, training=training)
+        hidden_states = hidden_states + self.feed_forward(self.final_layer_norm(hidden_states), training=training)
+        if self.adapter_layer is not None:
+            hidden_states = hidden_states + self.adapter_layer(hidden_states)
+        return hidden_states, weights
+
+    def port(self) -> Port:
+        port = super().port()
+        if self.adapter_layer is not None:
+            port.update(_prefixed("adapter_layer", self.adapter_layer.port()))
+        return port
+
+
+class Encoder(keras.layers.Layer):
+    """Positional conv embedding plus the transformer layers. (B, T, C) -> (B, T, C).
+
+    Post-norm (base) normalises after the positional embedding; pre-norm (stable) at the very end.
+    """
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.stable = config.do_stable_layer_norm
+        self.layerdrop = config.layerdrop
+        self.pos_conv_embed = PositionalConvEmbedding(config)
+        self.layer_norm = _layer_norm(config.layer_norm_eps)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout)
+        layer_class = StableEncoderLayer if self.stable else EncoderLayer
+        self.layers = [layer_class(config) for _ in range(config.num_hidden_layers)]
+        self.seed_generator = keras.random.SeedGenerator()
+
+    def call(self, hidden_states, frame_mask=None, training=False, output_hidden_states=False, output_attentions=False):
+        attention_bias = None
+        if frame_mask is not None:
+            # Padded frames are zeroed before the positional conv and hidden from every query.
+            hidden_states = hidden_states * tf.cast(frame_mask, hidden_states.dtype)[:, :, None]
+            attention_bias = tf.where(frame_mask, 0.0, hidden_states.dtype.min)[:, None, None, :]  # (B, 1, 1, T)
+            attention_bias = tf.cast(attention_bias, hidden_states.dtype)
+        hidden_states = hidden_states + self.pos_conv_embed(hidden_states)
+        if not self.stable:
+            hidden_states = self.layer_norm(hidden_states)
+        hidden_states = self.dropout(hidden_states, training=training)
+
+        all_hidden_states, all_attentions = [], []
+        for layer in self.layers:
+            all_hidden_states.append(hidden_states)
+            hidden_states, weights = self._run_layer(layer, hidden_states, attention_bias, training)
+            all_attentions.append(weights)
+        if self.stable:
+            hidden_states = self.layer_norm(hidden_states)
+        all_hidden_states.append(hidden_states)
+        return (
+            hidden_states,
+            tuple(all_hidden_states) if output_hidden_states else None,
+            tuple(all_attentions) if output_attentions else None,
+        )
+
+    def _run_layer(self, layer, hidden_states, attention_bias, training):
+        if not (training and self.layerdrop > 0):
+            return layer(hidden_states, attention_bias, training=training)
+        # LayerDrop: skip the whole layer with probability layerdrop (its attention weights read as 0).
+        skip = keras.random.uniform((), seed=self.seed_generator) < self.layerdrop
+        batch, frames = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
+        skipped = lambda: (hidden_states, tf.zeros((batch, layer.attention.num_heads, frames, frames), hidden_states.dtype))
+        return tf.cond(skip, skipped, lambda: layer(hidden_states, attention_bias, training=training))
+
+    def port(self) -> Port:
+        port = {**_prefixed("pos_conv_embed", self.pos_conv_embed.port()), **_prefixed("layer_norm", _port_norm(self.layer_norm))}
+        for i, layer in enumerate(self.layers):
+            port.update(_prefixed(f"layers.{i}", layer.port()))
+        return port
+
+
+class AdapterLayer(keras.layers.Layer):
+    """Strided conv (padding 1) then a gated linear unit. (B, T, C) -> (B, T', C)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        channels, kernel = config.output_hidden_size, config.adapter_kernel_size
+        bias_limit = math.sqrt(1.0 / (channels * kernel))
+        self.conv = keras.layers.Conv1D(
+            2 * channels, kernel, strides=config.adapter_stride,
+            kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal"),
+            bias_initializer=_uniform(bias_limit),
+        )
+
+    def call(self, hidden_states):
+        hidden_states = self.conv(tf.pad(hidden_states, [[0, 0], [1, 1], [0, 0]]))  # (B, T', 2C)
+        values, gates = tf.split(hidden_states, 2, axis=-1)
+        return values * tf.sigmoid(gates)
+
+    def port(self) -> Port:
+        return _prefixed("conv", _port_conv(self.conv))
+
+
+class Adapter(keras.layers.Layer):
+    """Conv adapter after the encoder (add_adapter): optional projection, then strided GLU convs."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        if config.output_hidden_size != config.hidden_size:
+            self.proj = _dense(config.output_hidden_size, config)
+            self.proj_layer_norm = _layer_norm(1e-5)
+        else:
+            self.proj = self.proj_layer_norm = None
+        self.layers = [AdapterLayer(config) for _ in range(config.num_adapter_layers)]
+        self.layerdrop = config.layerdrop
+        self.seed_generator = keras.random.SeedGenerator()
+
+    def call(self, hidden_states, training=False):
+        if self.proj is not None:
+            hidden_states = self.proj_layer_norm(self.proj(hidden_states))
+        for layer in self.layers:
+            if training and self.layerdrop > 0:
+                skip = keras.random.uniform((), seed=self.seed_generator) < self.layerdrop
+                hidden_states = tf.cond(skip, lambda: hidden_states, lambda: layer(hidden_states))
+            else:
+                hidden_states = layer(hidden_states)
+        return hidden_states
+
+    def port(self) -> Port:
+        port = {}
+        if self.proj is not None:
+            port.update(_prefixed("proj", _port_dense(self.proj)))
+            port.update(_prefixed("proj_layer_norm", _port_norm(self.proj_layer_norm)))
+        for i, layer in enumerate(self.layers):
+            port.update(_prefixed(f"layers.{i}", layer.port()))
+        return port
+
+
+class GumbelVectorQuantizer(keras.layers.Layer):
+    """Product quantizer: per group, pick one of V codevectors. (B, T, C_conv) -> (B, T, codevector_dim).
+
+    Training picks by a straight-through Gumbel softmax (noise given as ``gumbel_noise`` (B, T, G, V) or
+    drawn here); evaluation by argmax. Also returns the perplexity of the (masked) code distribution.
+    """
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.num_groups = config.num_codevector_groups
+        self.num_vars = config.num_codevectors_per_group
+        self.codevectors = self.add_weight(
+            shape=(1, self.num_groups * self.num_vars, config.codevector_dim // self.num_groups),
+            name="codevectors", initializer=keras.initializers.RandomUniform(0.0, 1.0),
+        )
+        self.weight_proj = keras.layers.Dense(self.num_groups * self.num_vars, kernel_initializer=_normal(1.0))
+        # A variable rather than a float, so that a compiled train step sees updates.
+        self.temperature = self.add_weight(shape=(), name="temperature", initializer=keras.initializers.Constant(2.0), trainable=False)
+        self.seed_generator = keras.random.SeedGenerator()
+
+    @staticmethod
+    def _perplexity(probs, mask):
+        """probs (N, G, V), mask (N,) bool or None -> summed exp-entropy of the marginal per group."""
+        if mask is None:
+            marginal = tf.reduce_mean(probs, axis=0)
+        else:
+            mask = tf.cast(mask, probs.dtype)[:, None, None]
+            marginal = tf.reduce_sum(probs * mask, axis=0) / tf.reduce_sum(mask)
+        return tf.reduce_sum(tf.exp(-tf.reduce_sum(marginal * tf.math.log(marginal + 1e-7), axis=-1)))
+
+    def call(self, hidden_states, mask_time_indices=None, training=False, gumbel_noise=None):
+        batch, frames = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
+        logits = tf.reshape(self.weight_proj(hidden_states), (-1, self.num_groups, self.num_vars))  # (B*T, G, V)
+        logits = tf.cast(logits, tf.float32)
+        mask = None if mask_time_indices is None else tf.reshape(mask_time_indices, (-1,))
+        if training:
+            if gumbel_noise is None:
+                uniform = keras.random.uniform(tf.shape(logits), minval=1e-10, maxval=1.0, seed=self.seed_generator)
+                gumbel_noise = -tf.math.log(-tf.math.log(uniform))
+            gumbel_noise = tf.reshape(tf.cast(gumbel_noise, tf.float32), tf.shape(logits))
+            soft = tf.nn.softmax((logits + gumbel_noise) / self.temperature, axis=-1)
+            hard = tf.one_hot(tf.argmax(soft, axis=-1), self.num_vars, dtype=soft.dtype)
+            probs = hard - tf.stop_gradient(soft) + soft  # straight-through: hard forward, soft gradient
+            perplexity = self._perplexity(tf.nn.softmax(logits, axis=-1), mask)
+        else:
+            probs = tf.one_hot(tf.argmax(logits, axis=-1), self.num_vars, dtype=logits.dtype)
+            perplexity = self._perplexity(probs, mask)
+        codebook = tf.reshape(self.codevectors, (self.num_groups, self.num_vars, -1))  # (G, V, D/G)
+        codevectors = tf.einsum("ngv,gvd->ngd", tf.cast(probs, codebook.dtype), codebook)  # (B*T, G, D/G)
+        return tf.reshape(codevectors, (batch, frames, -1)), perplexity
+
+    def port(self) -> Port:
+        return {"codevectors": (self.codevectors, None), **_prefixed("weight_proj", _port_dense(self.weight_proj))}
+
+
+class TDNNLayer(keras.layers.Layer):
+    """Dilated conv of the x-vector head, stored as a Dense over stacked taps. (B, T, C) -> (B, T', C')."""
+
+    def __init__(self, config, layer_id, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = config.tdnn_kernel[layer_id]
+        self.dilation = config.tdnn_dilation[layer_id]
+        self.kernel = _dense(config.tdnn_dim[layer_id], config)
+
+    def call(self, hidden_states):
+        span = self.dilation * (self.kernel_size - 1)
+        frames = tf.shape(hidden_states)[1] - span
+        # Tap j reads frame t + j * dilation; taps are stacked tap-major, as the Dense kernel expects.
+        taps = [hidden_states[:, j * self.dilation : j * self.dilation + frames] for j in range(self.kernel_size)]
+        return tf.nn.relu(self.kernel(tf.concat(taps, axis=-1)))  # (B, T - span, C')
+
+    def port(self) -> Port:
+        return _prefixed("kernel", _port_dense(self.kernel))
+
+
+class AMSoftmaxLoss(keras.layers.Layer):
+    """Additive-margin softmax loss over cosine similarities (scale 30, margin 0.4)."""
+
+    def __init__(self, input_dim, num_labels, scale=30.0, margin=0.4, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.margin, self.num_labels = scale, margin, num_labels
+        self.weight = self.add_weight(shape=(input_dim, num_labels), name="weight", initializer=_normal(1.0))
+
+    def call(self, hidden_states, labels):
+        labels = tf.reshape(tf.cast(labels, tf.int32), (-1,))
+        cos_theta = tf.matmul(tf.math.l2_normalize(hidden_states, axis=1), tf.math.l2_normalize(self.weight, axis=0))
+        target = tf.one_hot(labels, self.num_labels) > 0
+        logits = self.scale * tf.where(target, cos_theta - self.margin, cos_theta)
+        return _sparse_cross_entropy(logits, labels)
+
+    def port(self) -> Port:
+        return {"weight": (self.weight, None)}
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+class Wav2Vec2PreTrainedModel(keras.Model):
+    """What every model shares: weights in the canonical layout, loading, saving, and a Keras train step."""
+
+    head = None  # the head name of wav2vec2.spec.names.canonical_shapes
+
+    def __init__(self, config: Wav2Vec2Config, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(config, Wav2Vec2Config):
+            raise ValueError(f"config must be a wav2vec2.Wav2Vec2Config, got {type(config).__name__}")
+        self.config = config
+
+    def _build_weights(self, frames: int = 1):
+        """Create every weight by running a tiny batch through the model once (eval mode)."""
+        self(np.zeros((1, _samples_for_frames(self.config, frames)), np.float32))
+
+    # --- canonical weights -------------------------------------------------------------------
+    def port(self) -> Port:
+        raise NotImplementedError
+
+    def canonical_state_dict(self) -> Dict[str, np.ndarray]:
+        """Every weight as a NumPy array under its reference PyTorch name and layout."""
+        return {name: (layout(var.numpy()) if layout else var.numpy()) for name, (var, layout) in self.port().items()}
+
+    def canonical_shapes(self) -> Dict[str, tuple]:
+        return {name: tuple(layout(np.empty(var.shape)).shape) if layout else tuple(var.shape) for name, (var, layout) in self.port().items()}
+
+    def load_canonical_state_dict(self, state, *, allow_missing=()):
+        """Assign weights from a canonical dict; every key must be known and every weight given."""
+        port = self.port()
+        unknown = sorted(set(state) - set(port))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown weight names {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        missing = sorted(set(port) - set(state) - set(allow_missing))
+        if missing:
+            raise ValueError(f"{type(self).__name__}: missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        for name, value in state.items():
+            var, layout = port[name]
+            value = np.asarray(value)
+            value = layout(value) if layout else value
+            if tuple(value.shape) != tuple(var.shape):
+                expected = layout(np.empty(var.shape)).shape if layout else tuple(var.shape)
+                raise ValueError(f"weight {name!r}: expected shape {tuple(expected)}, got {np.asarray(state[name]).shape}")
+            var.assign(value.astype(var.dtype))
+
+    # --- loading and saving -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, target_lang=None, config=None, **hub_kwargs):
+        """Load config.json and the weights of any supported format from a directory or hub repo."""
+        from ...io import match_state_dict, read_state_dict
+
+        if config is None:
+            config = Wav2Vec2Config.from_pretrained(path_or_repo_id, **hub_kwargs)
+        model = cls(config)
+        report = match_state_dict(read_state_dict(path_or_repo_id, **hub_kwargs), model.canonical_shapes())
+        model.load_canonical_state_dict(report.state, allow_missing=report.missing)
+        if report.missing:
+            logger.warning("%s: weights not in the checkpoint, newly initialised: %s", cls.__name__, sorted(report.missing))
+        if report.discarded:
+            logger.info("%s: checkpoint weights not used by this head: %s", cls.__name__, sorted(report.discarded))
+        model._pretrained_source = (path_or_repo_id, hub_kwargs)
+        if target_lang is not None:
+            model.load_adapter(target_lang)
+        return model
+
+    def save_pretrained(self, directory, format="tensorflow"):
+        """Write config.json and the weights (tf_model.h5 by default, or another wav2vec2.io format)."""
+        from ...io import write_state_dict
+
+        os.makedirs(directory, exist_ok=True)
+        extra = {**self.config.extra, "architectures": [type(self).__name__]}
+        self.config.replace(extra=extra).save_pretrained(directory)
+        write_state_dict(self.canonical_state_dict(), directory, format=format)
+
+    # --- training -----------------------------------------------------------------------------
+    def freeze_feature_encoder(self):
+        self._body().feature_encoder.trainable = False
+
+    def _body(self):
+        return self.wav2vec2
+
+    def train_step(self, data):
+        """One optimizer step on the loss the model computes itself (x: waveforms or a dict of inputs)."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        inputs = dict(x) if isinstance(x, dict) else {"input_values": x}
+        if y is not None:
+            inputs["labels"] = y
+        input_values = inputs.pop("input_values")
+        with tf.GradientTape() as tape:
+            loss = self(input_values, training=True, **inputs).loss
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return {"loss": loss}
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        inputs = dict(x) if isinstance(x, dict) else {"input_values": x}
+        if y is not None:
+            inputs["labels"] = y
+        return {"loss": self(inputs.pop("input_values"), training=False, **inputs).loss}
+
+
+def _check_inputs(config, input_values, attention_mask):
+    """Validate and convert the waveform batch (B, S) (or one waveform (S,)) and its mask."""
+    input_values = tf.convert_to_tensor(input_values)
+    if not input_values.dtype.is_floating:
+        raise ValueError(f"input_values must be a float waveform, got dtype {input_values.dtype.name}")
+    if input_values.shape.rank == 1:
+        input_values = input_values[None]
+        if attention_mask is not None:
+            attention_mask = tf.convert_to_tensor(attention_mask)[None]
+    if input_values.shape.rank != 2:
+        raise ValueError(f"input_values must have shape (batch, samples) or (samples,), got {tuple(input_values.shape)}")
+    samples = input_values.shape[1]
+    if samples is not None and samples < min_input_length(config, add_adapter=False):
+        raise ValueError(
+            f"input_values has {samples} samples, too short for the conv feature encoder: it needs at least "
+            f"{min_input_length(config, add_adapter=False)}"
+        )
+    if attention_mask is not None:
+        attention_mask = tf.convert_to_tensor(attention_mask)
+        if not attention_mask.shape.is_compatible_with(input_values.shape):
+            raise ValueError(
+                f"attention_mask must have the shape of input_values {tuple(input_values.shape)}, got {tuple(attention_mask.shape)}"
+            )
+    return input_values, attention_mask
+
+
+def _check_labels(labels, expected_shape, what):
+    labels = tf.convert_to_tensor(labels)
+    if not labels.shape.is_compatible_with(expected_shape):
+        raise ValueError(f"labels must have shape {what} {tuple(expected_shape)}, got {tuple(labels.shape)}")
+    return labels
+
+
+class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
+    """The bare encoder: waveform (B, S) -> last_hidden_state (B, T, C) and extract_features (B, T, C_conv)."""
+
+    head = "model"
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.feature_encoder = FeatureEncoder(config)
+        self.feature_projection = FeatureProjection(config)
+        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+            self.masked_spec_embed = self.add_weight(
+                shape=(config.hidden_size,), name="masked_spec_embed", initializer=keras.initializers.RandomUniform(0.0, 1.0)
+            )
+        else:
+            self.masked_spec_embed = None
+        self.encoder = Encoder(config)
+        self.adapter = Adapter(config) if config.add_adapter else None
+        self.spec_augment_rng = np.random.default_rng()  # used when training draws its own masks
+        self._build_weights()
+
+    def _body(self):
+        return self
+
+    def call(
+        self, input_values, attention_mask=None, mask_time_indices=None, output_hidden_states=False,
+        output_attentions=False, training=False, spec_augment_rng=None,
+    ):
+        input_values, attention_mask = _check_inputs(self.config, input_values, attention_mask)
+        extract_features = self.feature_encoder(input_values)  # (B, T, C_conv)
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = _frame_mask(self.config, attention_mask, tf.shape(extract_features)[1], add_adapter=False)
+        hidden_states, extract_features = self.feature_projection(extract_features, training=training)
+        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, frame_mask, training, spec_augment_rng)
+        hidden_states, all_hidden_states, attentions = self.encoder(
+            hidden_states, frame_mask, training=training, output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        if self.adapter is not None:
+            hidden_states = self.adapter(hidden_states, training=training)
+        return Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, attentions)
+
+    def _mask_hidden_states(self, hidden_states, mask_time_indices, frame_mask, training, rng):
+        """SpecAugment: masked frames become masked_spec_embed, masked channels become 0."""
+        config = self.config
+        if not config.apply_spec_augment:
+            return hidden_states
+        draw_time = mask_time_indices is None and training and config.mask_time_prob > 0
+        draw_features = training and config.mask_feature_prob > 0
+        feature_mask = None
+        if draw_time or draw_features:
+            time_mask, feature_mask = self._draw_spec_augment(hidden_states, frame_mask, rng)
+            mask_time_indices = time_mask if draw_time else mask_time_indices
+            feature_mask = feature_mask if draw_features else None
+        if mask_time_indices is not None:
+            if self.masked_spec_embed is None:
+                raise ValueError("mask_time_indices given, but the config has mask_time_prob = mask_feature_prob = 0 (no masked_spec_embed)")
+            mask = tf.cast(tf.convert_to_tensor(mask_time_indices), tf.bool)[:, :, None]  # (B, T, 1)
+            hidden_states = tf.where(mask, tf.cast(self.masked_spec_embed, hidden_states.dtype), hidden_states)
+        if feature_mask is not None:
+            hidden_states = tf.where(feature_mask[:, None, :], tf.zeros_like(hidden_states), hidden_states)
+        return hidden_states
+
+    def _draw_spec_augment(self, hidden_states, frame_mask, rng):
+        """Masks from the NumPy spec layer, drawn at run time (also inside tf.function, not under XLA)."""
+        rng = self.spec_augment_rng if rng is None else rng
+        config = self.config
+        shape = tf.shape(hidden_states)
+        if frame_mask is None:
+            frame_mask = tf.ones(shape[:2], tf.bool)
+
+        def draw(frame_mask):
+            batch, frames = frame_mask.shape
+            time_mask, feature_mask = masking.spec_augment_masks(config, batch, frames, rng=rng, frame_attention_mask=frame_mask)
+            time_mask = np.zeros((batch, frames), bool) if time_mask is None else time_mask
+            feature_mask = np.zeros((batch, config.hidden_size), bool) if feature_mask is None else feature_mask
+            return time_mask, feature_mask
+
+        time_mask, feature_mask = tf.numpy_function(draw, [frame_mask], (tf.bool, tf.bool), stateful=True)
+        time_mask.set_shape(hidden_states.shape[:2])
+        feature_mask.set_shape((hidden_states.shape[0], config.hidden_size))
+        return time_mask, feature_mask
+
+    def port(self) -> Port:
+        port = {**_prefixed("feature_extractor", self.feature_encoder.port()), **_prefixed("feature_projection", self.feature_projection.port())}
+        if self.masked_spec_embed is not None:
+            port["masked_spec_embed"] = (self.masked_spec_embed, None)
+        port.update(_prefixed("encoder", self.encoder.port()))
+        if self.adapter is not None:
+            port.update(_prefixed("adapter", self.adapter.port()))
+        return port
+
+
+class _HeadModel(Wav2Vec2PreTrainedModel):
+    """A task head over ``self.wav2vec2``; weights of the body carry the ``wav2vec2.`` prefix."""
+
+    def freeze_base_model(self):
+        self.wav2vec2.trainable = False
+
+    def port(self) -> Port:
+        return {**_prefixed("wav2vec2", self.wav2vec2.port()), **self.head_port()}
+
+    def head_port(self) -> Port:
+        raise NotImplementedError
+
+    def _layer_weighted_states(self, outputs):
+        """The last hidden state, or the softmax-weighted sum of all of them (use_weighted_layer_sum)."""
+        if not self.config.use_weighted_layer_sum:
+            return outputs.last_hidden_state
+        stacked = tf.stack(outputs.hidden_states, axis=0)  # (L + 1, B, T, C)
+        weights = tf.nn.softmax(self.layer_weights)[:, None, None, None]
+        return tf.reduce_sum(stacked * weights, axis=0)
+
+    def _add_layer_weights(self):
+        num_layers = self.config.num_hidden_layers + 1  # the embedding output and every layer
+        if self.config.use_weighted_layer_sum:
+            self.layer_weights = self.add_weight(
+                shape=(num_layers,), name="layer_weights", initializer=keras.initializers.Constant(1.0 / num_layers)
+            )
+
+    def _layer_weights_port(self) -> Port:
+        return {"layer_weights": (self.layer_weights, None)} if self.config.use_weighted_layer_sum else {}
+
+    def _body_outputs(self, input_values, attention_mask, training, output_hidden_states, output_attentions, **kwargs):
+        return self.wav2vec2(
+            input_values, attention_mask=attention_mask, training=training,
+            output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum,
+            output_attentions=output_attentions, **kwargs,
+        )
+
+
+class Wav2Vec2ForCTC(_HeadModel):
+    """Encoder plus a linear layer over the vocabulary, trained with CTC."""
+
+    head = "ctc"
+
+    def __init__(self, config, target_lang=None, **kwargs):
+        super().__init__(config, **kwargs)
+        self.target_lang = target_lang
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.dropout = keras.layers.Dropout(config.final_dropout)
+        self.lm_head = self._make_lm_head(config.vocab_size)
+        self.built = True
+
+    def _make_lm_head(self, vocab_size):
+        config = self.config
+        lm_head = _dense(vocab_size, config)
+        lm_head.build((None, config.output_hidden_size if config.add_adapter else config.hidden_size))
+        return lm_head
+
+    def call(
+        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
+        mask_time_indices=None, training=False, spec_augment_rng=None,
+    ):
+        if labels is not None:
+            labels = _check_labels(labels, (None, None), "(batch, target_length)")
+            if tf.executing_eagerly() and tf.reduce_max(labels) >= self.config.vocab_size:
+                raise ValueError(f"labels hold ids >= vocab_size={self.config.vocab_size}")
+        outputs = self._body_outputs(
+            input_values, attention_mask, training, output_hidden_states, output_attentions,
+            mask_time_indices=mask_time_indices, spec_augment_rng=spec_augment_rng,
+        )
+        logits = self.lm_head(self.dropout(outputs.last_hidden_state, training=training))  # (B, T, vocab)
+        loss = None
+        if labels is not None:
+            input_values = tf.convert_to_tensor(input_values)
+            input_values = input_values if input_values.shape.rank == 2 else input_values[None]
+            if attention_mask is None:
+                sample_counts = tf.fill(tf.shape(input_values)[:1], tf.shape(input_values)[1])
+            else:
+                sample_counts = tf.reduce_sum(tf.cast(tf.reshape(attention_mask, tf.shape(input_values)), tf.int32), -1)
+            input_lengths = _conv_output_lengths(self.config, sample_counts, self.config.add_adapter)
+            loss = ctc_loss(
+                logits, labels, input_lengths, blank=self.config.pad_token_id,
+                reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
+            )
+        return CausalLMOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+
+    def load_adapter(self, target_lang, path_or_repo_id=None, **hub_kwargs):
+        """Load MMS adapter weights ``adapter.{target_lang}.safetensors`` (or ``.bin``), resizing lm_head."""
+        from ...io.hub import resolve_file
+
+        if self.config.adapter_attn_dim is None:
+            raise ValueError("load_adapter needs a config with adapter_attn_dim set (an MMS checkpoint)")
+        if path_or_repo_id is None:
+            if not hasattr(self, "_pretrained_source"):
+                raise ValueError("load_adapter: give path_or_repo_id, or load the model with from_pretrained first")
+            path_or_repo_id, hub_kwargs = self._pretrained_source
+        path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.safetensors", required=False, **hub_kwargs)
+        if path is not None:
+            from safetensors.numpy import load_file
+
+            state = load_file(str(path))
+        else:
+            path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.bin", required=False, **hub_kwargs)
+            if path is None:
+                raise ValueError(f"{path_or_repo_id}: no adapter weights for language {target_lang!r} (adapter.{target_lang}.safetensors or .bin)")
+            import torch
+
+            state = {k: v.numpy() for k, v in torch.load(str(path), map_location="cpu", weights_only=True).items()}
+        port = self.port()
+        adapter_keys = {k for k in port if ".adapter_layer." in k or k.startswith("lm_head.")}
+        unknown = sorted(set(state) - adapter_keys)
+        if unknown:
+            raise ValueError(f"{path}: not adapter weights: {unknown[:5]}")
+        vocab_size = state["lm_head.weight"].shape[0] if "lm_head.weight" in state else self.config.vocab_size
+        if vocab_size != self.config.vocab_size:
+            self.config = self.config.replace(vocab_size=vocab_size)
+            self.lm_head = self._make_lm_head(vocab_size)
+        self.load_canonical_state_dict(state, allow_missing=set(self.port()) - set(state))
+        self.target_lang = target_lang
+
+    def head_port(self) -> Port:
+        return _prefixed("lm_head", _port_dense(self.lm_head))
+
+
+class Wav2Vec2ForSequenceClassification(_HeadModel):
+    """Utterance classification: projection, mean over valid frames, linear classifier."""
+
+    head = "sequence_classification"
+
+    def __init__(self, config, **kwargs):
+        if config.add_adapter:
+            raise ValueError("Wav2Vec2ForSequenceClassification does not support the conv adapter (config.add_adapter=True)")
+        super().__init__(config, **kwargs)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self._add_layer_weights()
+        self.projector = _dense(config.classifier_proj_size, config)
+        self.projector.build((None, config.hidden_size))
+        self.classifier = _dense(config.num_labels, config)
+        self.classifier.build((None, config.classifier_proj_size))
+        self.built = True
+
+    def call(self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False, training=False):
+        outputs = self._body_outputs(input_values, attention_mask, training, output_hidden_states, output_attentions)
+        hidden_states = self.projector(self._layer_weighted_states(outputs))  # (B, T, P)
+        if attention_mask is None:
+            pooled = tf.reduce_mean(hidden_states, axis=1)
+        else:
+            frame_mask = _frame_mask(self.config, tf.reshape(attention_mask, (tf.shape(hidden_states)[0], -1)), tf.shape(hidden_states)[1], self.config.add_adapter)
+            frame_mask = tf.cast(frame_mask, hidden_states.dtype)
+            pooled = tf.reduce_sum(hidden_states * frame_mask[:, :, None], axis=1) / tf.reduce_sum(frame_mask, axis=1, keepdims=True)
+        logits = self.classifier(pooled)  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            labels = _check_labels(labels, (logits.shape[0],), "(batch,)")
+            loss = _sparse_cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+
+    def head_port(self) -> Port:
+        return {**self._layer_weights_port(), **_prefixed("projector", _port_dense(self.projector)), **_prefixed("classifier", _port_dense(self.classifier))}
+
+
+class Wav2Vec2ForAudioFrameClassification(_HeadModel):
+    """Frame-level classification (e.g. diarization): a linear classifier on every frame."""
+
+    head = "audio_frame_classification"
+
+    def __init__(self, config, **kwargs):
+        if config.add_adapter:
+            raise ValueError("Wav2Vec2ForAudioFrameClassification does not support the conv adapter (config.add_adapter=True)")
+        super().__init__(config, **kwargs)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self._add_layer_weights()
+        self.classifier = _dense(config.num_labels, config)
+        self.classifier.build((None, config.hidden_size))
+        self.built = True
+
+    def call(self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False, training=False):
+        outputs = self._body_outputs(input_values, attention_mask, training, output_hidden_states, output_attentions)
+        logits = self.classifier(self._layer_weighted_states(outputs))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            # labels are per-frame scores (B, T, num_labels); the target is their argmax, padding included.
+            labels = _check_labels(labels, logits.shape, "(batch, frames, num_labels)")
+            targets = tf.argmax(tf.reshape(labels, (-1, self.config.num_labels)), axis=-1)
+            loss = _sparse_cross_entropy(tf.reshape(logits, (-1, self.config.num_labels)), targets)
+        return TokenClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+
+    def head_port(self) -> Port:
+        return {**self._layer_weights_port(), **_prefixed("classifier", _port_dense(self.classifier))}
+
+
+class Wav2Vec2ForXVector(_HeadModel):
+    """Speaker embeddings: TDNN layers, mean and std over valid frames, two linear layers, AM-softmax loss."""
+
+    head = "xvector"
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self._add_layer_weights()
+        self.projector = _dense(config.tdnn_dim[0], config)
+        self.projector.build((None, config.hidden_size))
+        self.tdnn = [TDNNLayer(config, i) for i in range(len(config.tdnn_dim))]
+        for i, layer in enumerate(self.tdnn):
+            layer.kernel.build((None, config.tdnn_kernel[i] * config.tdnn_dim[max(i - 1, 0)]))
+            layer.built = True
+        self.feature_extractor = _dense(config.xvector_output_dim, config)
+        self.feature_extractor.build((None, 2 * config.tdnn_dim[-1]))
+        self.classifier = _dense(config.xvector_output_dim, config)
+        self.classifier.build((None, config.xvector_output_dim))
+        self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels)
+        self.built = True
+
+    def _tdnn_output_lengths(self, frames):
+        # The reference shortens by kernel - 1 per layer, ignoring dilation; frames beyond the real
+        # output simply do not exist, which the pooling mask takes care of.
+        for kernel in self.config.tdnn_kernel:
+            frames = frames - kernel + 1
+        return frames
+
+    def call(self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False, training=False):
+        outputs = self._body_outputs(input_values, attention_mask, training, output_hidden_states, output_attentions)
+        hidden_states = self.projector(self._layer_weighted_states(outputs))
+        for layer in self.tdnn:
+            hidden_states = layer(hidden_states)  # (B, T', tdnn_dim[-1])
+        frames = tf.shape(hidden_states)[1]
+        if attention_mask is None:
+            valid = tf.ones(tf.shape(hidden_states)[:2], hidden_states.dtype)
+        else:
+            sample_counts = tf.reduce_sum(tf.cast(tf.reshape(attention_mask, (tf.shape(hidden_states)[0], -1)), tf.int32), -1)
+            lengths = self._tdnn_output_lengths(_conv_output_lengths(self.config, sample_counts, self.config.add_adapter))
+            valid = tf.cast(tf.range(frames)[None, :] < lengths[:, None], hidden_states.dtype)
+        valid = valid[:, :, None]  # (B, T', 1)
+        count = tf.reduce_sum(valid, axis=1)
+        mean = tf.reduce_sum(hidden_states * valid, axis=1) / count
+        variance = tf.reduce_sum(tf.square(hidden_states - mean[:, None]) * valid, axis=1) / (count - 1)  # unbiased
+        statistics = tf.concat([mean, tf.sqrt(variance)], axis=-1)  # (B, 2 * tdnn_dim[-1])
+        embeddings = self.feature_extractor(statistics)
+        logits = self.classifier(embeddings)
+        loss = None
+        if labels is not None:
+            labels = _check_labels(labels, (logits.shape[0],), "(batch,)")
+            loss = self.objective(logits, labels)
+        return XVectorOutput(loss, logits, embeddings, outputs.hidden_states, outputs.attentions)
+
+    def head_port(self) -> Port:
+        port = {**self._layer_weights_port(), **_prefixed("projector", _port_dense(self.projector))}
+        for i, layer in enumerate(self.tdnn):
+            port.update(_prefixed(f"tdnn.{i}", layer.port()))
+        port.update(_prefixed("feature_extractor", _port_dense(self.feature_extractor)))
+        port.update(_prefixed("classifier", _port_dense(self.classifier)))
+        port.update(_prefixed("objective", self.objective.port()))
+        return port
+
+
+class Wav2Vec2ForPreTraining(_HeadModel):
+    """Self-supervised pretraining: contrastive loss against quantized targets plus a diversity loss.
+
+    ``mask_time_indices`` (B, T) and ``sampled_negative_indices`` (B, T, num_negatives), indices into
+    the flattened B * T frames, come from wav2vec2.spec.masking and wav2vec2.spec.negatives.
+    """
+
+    head = "pretraining"
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.dropout_features = keras.layers.Dropout(config.feat_quantizer_dropout)
+        self.quantizer = GumbelVectorQuantizer(config)
+        self.quantizer.weight_proj.build((None, config.conv_dim[-1]))
+        # Like a freshly reset PyTorch Linear: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+        self.project_hid = self._reset_linear(config.proj_codevector_dim, config.hidden_size)
+        self.project_q = self._reset_linear(config.proj_codevector_dim, config.codevector_dim)
+        self.built = True
+
+    @staticmethod
+    def _reset_linear(units, in_features):
+        limit = 1.0 / math.sqrt(in_features)
+        dense = keras.layers.Dense(units, kernel_initializer=_uniform(limit), bias_initializer=_uniform(limit))
+        dense.build((None, in_features))
+        return dense
+
+    def set_gumbel_temperature(self, temperature: float):
+        self.quantizer.temperature.assign(temperature)
+
+    def call(
+        self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
+        gumbel_noise=None, output_hidden_states=False, output_attentions=False, training=False,
+    ):
+        if mask_time_indices is not None:
+            mask_time_indices = tf.cast(tf.convert_to_tensor(mask_time_indices), tf.bool)
+        outputs = self.wav2vec2(
+            input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices, training=training,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+        )
+        projected_states = self.project_hid(outputs.last_hidden_state)  # (B, T, P)
+        extract_features = self.dropout_features(outputs.extract_features, training=training)
+        quantized, perplexity = self.quantizer(extract_features, mask_time_indices, training=training, gumbel_noise=gumbel_noise)
+        quantized = self.project_q(quantized)  # (B, T, P)
+
+        loss = contrastive_loss = diversity_loss = None
+        if sampled_negative_indices is not None:
+            if mask_time_indices is None:
+                raise ValueError("sampled_negative_indices needs mask_time_indices: the loss is over masked frames")
+            contrastive_loss = self._contrastive_loss(projected_states, quantized, sampled_negative_indices, mask_time_indices)
+            num_codevectors = self.config.num_codevectors_per_group * self.config.num_codevector_groups
+            num_masked = tf.reduce_sum(tf.cast(mask_time_indices, tf.float32))
+            diversity_loss = (num_codevectors - perplexity) / num_codevectors * num_masked
+            loss = contrastive_loss + self.config.diversity_loss_weight * diversity_loss
+        return Wav2Vec2ForPreTrainingOutput(
+            loss, projected_states, quantized, perplexity, outputs.hidden_states, outputs.attentions, contrastive_loss, diversity_loss
+        )
+
+    def _contrastive_loss(self, projected_states, quantized, negative_indices, mask_time_indices):
+        """Cross-entropy of picking the true quantized frame among it and its negatives, summed over masked frames."""
+        batch, frames, dim = tf.shape(quantized)[0], tf.shape(quantized)[1], tf.shape(quantized)[2]
+        negative_indices = tf.cast(tf.convert_to_tensor(negative_indices), tf.int32)
+        negatives = tf.gather(tf.reshape(quantized, (-1, dim)), tf.reshape(negative_indices, (-1,)))
+        negatives = tf.transpose(tf.reshape(negatives, (batch, frames, -1, dim)), (2, 0, 1, 3))  # (N, B, T, P)
+        candidates = tf.concat([quantized[None], negatives], axis=0)  # (N + 1, B, T, P)
+        similarity = -keras.losses.cosine_similarity(projected_states[None], candidates, axis=-1)  # (N + 1, B, T)
+        logits = tf.cast(similarity, tf.float32) / self.config.contrastive_logits_temperature
+        # A negative identical to the positive (a collapsed codebook) must not count against it.
+        negative_is_positive = tf.reduce_all(tf.equal(quantized[None], negatives), axis=-1)  # (N, B, T)
+        logits = tf.concat([logits[:1], tf.where(negative_is_positive, -np.inf, logits[1:])], axis=0)
+        per_frame = tf.reduce_logsumexp(logits, axis=0) - logits[0]  # (B, T)
+        return tf.reduce_sum(tf.where(mask_time_indices, per_frame, tf.zeros_like(per_frame)))
+
+    def head_port(self) -> Port:
+        return {
+            **_prefixed("quantizer", self.quantizer.port()),
+            **_prefixed("project_hid", _port_dense(self.project_hid)),
+            **_prefixed("project_q", _port_dense(self.project_q)),
+        }
+
+
+def export_ctc_saved_model(model: Wav2Vec2ForCTC, path) -> None:
+    """Write a TF SavedModel whose ``serve`` signature maps (waveforms (B, S) float32, attention_mask
+    (B, S) int32) to CTC logits (B, T, vocab)."""
+    if not isinstance(model, Wav2Vec2ForCTC):
+        raise ValueError(f"export_ctc_saved_model needs a Wav2Vec2ForCTC, got {type(model).__name__}")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda input_values, attention_mask: model(input_values, attention_mask=attention_mask, training=False).logits,
+        input_signature=[
+            keras.InputSpec(shape=(None, None), dtype="float32", name="input_values"),
+            keras.InputSpec(shape=(None, None), dtype="int32", name="attention_mask"),
+        ],
+    )
+    archive.write_out(os.fspath(path), verbose=False)
