@@ -82,7 +82,7 @@ def _check_decoder(decoder, tokenizer) -> None:
 
 class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
     """Feature extractor + tokenizer + beam search decoder (pyctcdecode ``BeamSearchDecoderCTC``,
-    or ``FlashlightDecoder`` from ``wav2vec2.lm_decoders`` when built with decoder="flashlight")."""
+    or ``FlashlightDecoder`` of this module when built with decoder="flashlight")."""
 
     def __init__(self, feature_extractor: Wav2Vec2FeatureExtractor, tokenizer: Wav2Vec2CTCTokenizer, decoder):
         super().__init__(feature_extractor, tokenizer)
@@ -123,9 +123,7 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         except (OSError, RuntimeError) as e:  # kenlm reports a bad file as OSError / RuntimeError
             raise ValueError(f"{path}: cannot load the KenLM model ({e})") from None
         if decoder == "flashlight":
-            from .lm_decoders import FlashlightDecoder
-
-            beam_search = FlashlightDecoder.from_pyctcdecode(beam_search)
+            beam_search = __getattr__("FlashlightDecoder").from_pyctcdecode(beam_search)
         return cls(feature_extractor, tokenizer, beam_search)
 
     @classmethod
@@ -323,3 +321,150 @@ def _download_decoder_files(repo_id: str, hub_kwargs: dict) -> str:
     from huggingface_hub import snapshot_download
 
     return snapshot_download(repo_id, allow_patterns=["alphabet.json", "language_model/*"], **hub_kwargs)
+
+
+# ---------------------------------------------------------------------------------------- flashlight
+def _flashlight_decoder_base():
+    from pyctcdecode import BeamSearchDecoderCTC
+
+    return BeamSearchDecoderCTC
+
+
+class _WordLM:
+    """pyctcdecode's word-level KenLM scoring, offered to flashlight's lexicon-free decoder one token
+    at a time.
+
+    flashlight adds up per-token LM scores, while pyctcdecode rescores a beam from its text; the two
+    agree when each token returns the change in pyctcdecode's score for the beam: the alpha/beta
+    weighted KenLM score of each finished word, plus the unknown-prefix penalty of the word in
+    progress. A state remembers (KenLM state, finished words' score, word in progress).
+    """
+
+    def __init__(self, language_model, labels: List[str]):
+        from flashlight.lib.text.decoder import LM, LMState
+
+        lm = self
+
+        class Scorer(LM):  # pybind11 needs a direct subclass; it forwards to the _WordLM
+            def start(self, start_with_nothing):
+                return lm.start()
+
+            def score(self, state, token):
+                return lm.score(state, token)
+
+            def finish(self, state):
+                return lm.finish(state)
+
+        self._state_type = LMState
+        self.scorer = Scorer()
+        self.language_model = language_model
+        self.labels = labels
+        self.states = {}
+
+    def _partial_score(self, word: str) -> float:
+        return self.language_model.score_partial_token(word) if word else 0.0
+
+    def start(self):
+        root = self._state_type()
+        self.states = {root: (self.language_model.get_start_state(), 0.0, "")}
+        return root
+
+    def score(self, state, token):
+        kenlm_state, words_score, partial = self.states[state]
+        label = self.labels[token]
+        if label == " " and not partial:
+            return state, 0.0  # a second space changes nothing: stay in the same state, so beams merge
+        child = state.child(token)
+        if child not in self.states:
+            if label == " ":  # the word in progress is finished: KenLM scores it
+                word_score, next_state = self.language_model.score(kenlm_state, partial)
+                self.states[child] = (next_state, words_score + word_score, "")
+            else:
+                self.states[child] = (kenlm_state, words_score, partial + label)
+        before = words_score + self._partial_score(partial)
+        _, new_words_score, new_partial = self.states[child]
+        return child, new_words_score + self._partial_score(new_partial) - before
+
+    def finish(self, state):
+        kenlm_state, words_score, partial = self.states[state]
+        before = words_score + self._partial_score(partial)
+        if partial:
+            word_score, _ = self.language_model.score(kenlm_state, partial, is_last_word=True)
+            return state, words_score + word_score - before
+        # Text ending in a space: pyctcdecode scores an empty last word, i.e. only the sentence end.
+        word_score, _ = self.language_model.score(kenlm_state, "", is_last_word=True)
+        return state, word_score - before + words_score
+
+
+def _make_flashlight_decoder_class():
+    base = _flashlight_decoder_base()
+
+    class FlashlightDecoder(base):
+        """A pyctcdecode decoder whose beam search is flashlight-text's lexicon-free decoder (C++).
+
+        Same alphabet, same language model object and same scoring as the pyctcdecode decoder it
+        is made from (``from_pyctcdecode``); only the search differs (flashlight merges and prunes
+        hypotheses its own way), so results agree in most, not all, cases: see
+        benchmarks/bench_lm_decoders.py. Hotwords are not supported.
+        """
+
+        @classmethod
+        def from_pyctcdecode(cls, decoder):
+            return cls(decoder._alphabet, decoder._language_model)
+
+        def decode_beams(self, logits, beam_width=100, beam_prune_logp=-10.0, token_min_logp=-5.0,
+                         prune_history=False, hotwords=None, hotword_weight=10.0, lm_start_state=None):
+            from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions
+
+            if hotwords:
+                raise ValueError("the flashlight decoder does not support hotwords; use decoder='pyctcdecode'")
+            labels = self._alphabet.labels
+            if " " not in labels or "" not in labels:
+                raise ValueError("the flashlight decoder needs a word delimiter and a blank in the vocabulary")
+            language_model = self._language_model
+            if language_model is None:
+                raise ValueError("the flashlight decoder needs a language model")
+            emissions = np.ascontiguousarray(logits, dtype=np.float32)  # (frames, labels)
+            frames, num_labels = emissions.shape
+            options = LexiconFreeDecoderOptions(
+                beam_size=int(beam_width), beam_size_token=num_labels, beam_threshold=-float(beam_prune_logp),
+                lm_weight=1.0, sil_score=0.0, log_add=True, criterion_type=CriterionType.CTC,
+            )
+            word_lm = _WordLM(language_model, labels)
+            search = LexiconFreeDecoder(options, word_lm.scorer, labels.index(" "), labels.index(""), [])
+            results = search.decode(emissions.ctypes.data, frames, num_labels)
+            return [self._as_beam(r, labels) for r in results[:beam_width]]
+
+        @staticmethod
+        def _as_beam(result, labels):
+            """(text, None, [(word, (start, end))], logit score, total score) as pyctcdecode's decode_beams."""
+            from .spec.ctc import collapse
+
+            # tokens: one label per frame, with a leading and a trailing sentence marker.
+            path = np.asarray(result.tokens, dtype=np.int64)[1:-1]
+            segments = collapse(path, labels.index(""))
+            chars = [labels[i] for i in segments.ids]
+            words, current = [], None
+            for char, start, end in zip(chars, segments.starts, segments.ends):
+                if char == " ":
+                    current = None
+                elif current is None:
+                    current = [char, int(start), int(end)]
+                    words.append(current)
+                else:
+                    current[0] += char
+                    current[2] = int(end)
+            text = " ".join(w[0] for w in words)
+            return text, None, [(w, (s, e)) for w, s, e in words], float(result.emittingModelScore), float(result.score)
+
+    return FlashlightDecoder
+
+
+def __getattr__(name):
+    # FlashlightDecoder subclasses pyctcdecode's decoder: built on first use, so importing this
+    # module does not import pyctcdecode.
+    if name == "FlashlightDecoder":
+        cls = _make_flashlight_decoder_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
