@@ -1,1 +1,26 @@
-"""Checkpoint formats, read and written as dicts of NumPy arrays in the canonical layout."""
+"""Checkpoint formats, read and written as dicts of NumPy arrays in the canonical layout.
+
+- ``read_state_dict(path_or_repo_id, **hub_kwargs)``: whichever weight file a directory, file or hub
+  repo holds (safetensors, pytorch_model.bin, tf_model.h5, flax_model.msgpack, shards, fairseq .pt);
+- ``write_state_dict(state, directory, format=..., max_shard_size=None)``: one format's file(s), atomically;
+- ``match_state_dict(state, expected_shapes) -> LoadReport``: fit a checkpoint to a model's keys;
+- ``read_fairseq(path) -> (Wav2Vec2Config, state)``;
+- ``resolve_file``: a local directory or a hub repo id to a file on disk.
+
+No deep-learning framework is imported: torch checkpoints are read with a restricted unpickler.
+"""
+from .checkpoint import FORMATS, WEIGHT_FILES, read_state_dict, write_state_dict
+from .fairseq import read_fairseq
+from .hub import resolve_file
+from .matching import LoadReport, match_state_dict
+
+__all__ = [
+    "FORMATS",
+    "WEIGHT_FILES",
+    "LoadReport",
+    "match_state_dict",
+    "read_fairseq",
+    "read_state_dict",
+    "resolve_file",
+    "write_state_dict",
+]

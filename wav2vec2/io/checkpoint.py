@@ -1,0 +1,210 @@
+"""Read whichever weight file a checkpoint holds into the canonical layout, and write any of them back."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+from ..spec import names
+from . import flax_msgpack, keras_h5, safetensors_file, torch_pickle
+from .hub import resolve_file
+
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+TF_NAME = "tf_model.h5"
+FLAX_NAME = "flax_model.msgpack"
+INDEX_SUFFIX = ".index.json"
+
+# Looked for in this order; an index stands for its shards.
+WEIGHT_FILES = (
+    SAFETENSORS_NAME,
+    SAFETENSORS_NAME + INDEX_SUFFIX,
+    PYTORCH_NAME,
+    PYTORCH_NAME + INDEX_SUFFIX,
+    TF_NAME,
+    TF_NAME + INDEX_SUFFIX,
+    FLAX_NAME,
+)
+
+FORMATS = {"safetensors": SAFETENSORS_NAME, "pytorch": PYTORCH_NAME, "tensorflow": TF_NAME, "flax": FLAX_NAME}
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _read_single(path: Path) -> Dict[str, np.ndarray]:
+    """One weight file, chosen by its name, as a canonical state dict."""
+    name = path.name
+    if name.endswith(".safetensors"):
+        state = safetensors_file.read_safetensors(path)
+    elif name.endswith((".bin", ".pt", ".pth")):
+        obj = torch_pickle.load(path, allow_config_objects=True)
+        if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and ("cfg" in obj or "args" in obj):
+            from .fairseq import read_fairseq
+
+            return read_fairseq(path)[1]
+        state = torch_pickle.read_bin(path)
+    elif name.endswith(".h5"):
+        return keras_h5.read_h5(path)
+    elif name.endswith(".msgpack"):
+        return flax_msgpack.read_msgpack(path)
+    else:
+        raise ValueError(f"{path}: unknown weight file type (expected .safetensors, .bin, .pt, .h5 or .msgpack)")
+    return {names.normalize_key(k): v for k, v in state.items()}
+
+
+def _read_index(index_path: Path, shard_path) -> Dict[str, np.ndarray]:
+    """Read the shards listed in a ``*.index.json``; ``shard_path(filename)`` locates each shard."""
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
+    shards = list(dict.fromkeys(weight_map.values()))
+    if index_path.name.startswith("tf_model"):
+        # TF names only become canonical once every shard is in (a bare model is told by its key set).
+        weights = {}
+        for shard in shards:
+            weights.update(keras_h5.read_tf_weights(shard_path(shard)))
+        missing = sorted(set(weight_map) - set(weights))
+        state = names.from_tf_weights(weights)
+    else:
+        state = {}
+        for shard in shards:
+            state.update(_read_single(Path(shard_path(shard))))
+        missing = sorted({names.normalize_key(k) for k in weight_map} - set(state))
+    if missing:
+        raise ValueError(f"{index_path}: the shards lack weights the index lists: {missing}")
+    return state
+
+
+def read_state_dict(path_or_repo_id, **hub_kwargs) -> Dict[str, np.ndarray]:
+    """Canonical state dict of a checkpoint: a weight file, a directory, or a hub repo id.
+
+    A directory or repo is searched for ``WEIGHT_FILES`` in order. ``hub_kwargs`` go to
+    ``resolve_file`` (revision, cache_dir, local_files_only, token, subfolder).
+    """
+    path_or_repo_id = os.fspath(path_or_repo_id)
+    if os.path.isfile(path_or_repo_id):
+        path = Path(path_or_repo_id)
+        if path.name.endswith(INDEX_SUFFIX):
+            return _read_index(path, lambda shard: path.parent / shard)
+        return _read_single(path)
+
+    for filename in WEIGHT_FILES:
+        found = resolve_file(path_or_repo_id, filename, required=False, **hub_kwargs)
+        if found is None:
+            continue
+        if filename.endswith(INDEX_SUFFIX):
+            return _read_index(Path(found), lambda shard: resolve_file(path_or_repo_id, shard, **hub_kwargs))
+        return _read_single(Path(found))
+    raise FileNotFoundError(f"{path_or_repo_id}: no weight file found; looked for {', '.join(WEIGHT_FILES)}")
+
+
+# ------------------------------------------------------------------------------------------ writing
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(size: Union[int, str]) -> int:
+    """Bytes in ``size``: an int, or a string such as "200MB" or "1GiB"."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)\s*", str(size), flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"max_shard_size: cannot read {size!r}; use bytes or a string like '200MB'")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def plan_shards(sizes: Dict[str, int], max_bytes: int):
+    """Split names into consecutive groups of at most ``max_bytes`` (a bigger weight gets its own)."""
+    shards, current, current_bytes = [], [], 0
+    for name, size in sizes.items():
+        if current and current_bytes + size > max_bytes:
+            shards.append(current)
+            current, current_bytes = [], 0
+        current.append(name)
+        current_bytes += size
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _shard_name(filename: str, index: int, count: int) -> str:
+    stem, ext = os.path.splitext(filename)
+    return f"{stem}-{index:05d}-of-{count:05d}{ext}"
+
+
+def _write_files(state, tmp: Path, format: str, max_shard_size) -> list:
+    """Write the weight files into ``tmp``; returns their names."""
+    filename = FORMATS[format]
+    writers = {
+        "safetensors": safetensors_file.write_safetensors,
+        "pytorch": torch_pickle.write_bin,
+        "tensorflow": keras_h5.write_h5,
+        "flax": flax_msgpack.write_msgpack,
+    }
+    if max_shard_size is None:
+        writers[format](state, tmp / filename)
+        return [filename]
+    if format == "flax":
+        raise ValueError("max_shard_size: sharded output is not supported for the flax format")
+
+    if format == "tensorflow":
+        # Shards hold TF variables by name; the index maps those names to shard files.
+        entries = names.to_tf_weights(state)
+        write_shard = keras_h5.write_h5_shard
+    else:
+        entries = state
+        write_shard = writers[format]
+    sizes = {name: np.asarray(array).nbytes for name, array in entries.items()}
+    groups = plan_shards(sizes, parse_size(max_shard_size))
+    weight_map, written = {}, []
+    for i, group in enumerate(groups, start=1):
+        shard = _shard_name(filename, i, len(groups))
+        write_shard({name: entries[name] for name in group}, tmp / shard)
+        weight_map.update(dict.fromkeys(group, shard))
+        written.append(shard)
+    index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
+    with open(tmp / (filename + INDEX_SUFFIX), "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+    return written + [filename + INDEX_SUFFIX]
+
+
+def _stale_files(directory: Path, filename: str):
+    """This format's weight files from an earlier save: the single file, its index and its shards."""
+    stem, ext = os.path.splitext(filename)
+    shard = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}" + re.escape(ext))
+    for path in directory.iterdir():
+        if path.name in (filename, filename + INDEX_SUFFIX) or shard.fullmatch(path.name):
+            yield path
+
+
+def write_state_dict(state, directory, format: str = "safetensors", max_shard_size=None) -> list:
+    """Write a canonical state dict into ``directory`` as one format's weight file(s).
+
+    ``format``: "safetensors" (``model.safetensors``), "pytorch" (``pytorch_model.bin``), "tensorflow"
+    (``tf_model.h5``) or "flax" (``flax_model.msgpack``). With ``max_shard_size`` (bytes or "200MB")
+    the weights are split into shards plus an index json. Files are written to a temporary folder in
+    ``directory`` and moved in at the end, so a failure leaves no half-written file behind; this
+    format's files from an earlier save are replaced. Returns the paths written.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {sorted(FORMATS)}")
+    state = {names.normalize_key(k): np.asarray(v) for k, v in state.items()}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-weights-", dir=directory))
+    try:
+        written = _write_files(state, tmp, format, max_shard_size)
+        for name in written:
+            os.replace(tmp / name, directory / name)
+        for stale in _stale_files(directory, FORMATS[format]):
+            if stale.name not in written:
+                stale.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [directory / name for name in written]

@@ -1,0 +1,157 @@
+"""fairseq wav2vec 2.0 checkpoints (``.pt``): config and weights, without fairseq, omegaconf or torch.
+
+A fairseq checkpoint is a torch zip holding a dict with ``model`` (the state dict) and ``cfg`` (an
+omegaconf DictConfig; older files: ``args``, an argparse.Namespace). Pretrained models keep their
+settings in ``cfg.model``; fine-tuned (``wav2vec_ctc``) ones nest the pretrained settings in
+``cfg.model.w2v_args`` and their weights under ``w2v_encoder.w2v_model.``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+from typing import Dict, Tuple
+
+import numpy as np
+
+from ..config import Wav2Vec2Config
+from ..spec import names
+from . import torch_pickle
+
+
+# ----------------------------------------------------------------------------- config containers
+def plain(obj):
+    """omegaconf stand-ins, Namespaces and enums -> plain dicts, lists and values."""
+    if isinstance(obj, argparse.Namespace):
+        return {k: plain(v) for k, v in vars(obj).items()}
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, torch_pickle._Inert):
+        state = obj.state if isinstance(obj.state, dict) else {}
+        if "_content" in state:  # DictConfig / ListConfig: the values sit in _content
+            return plain(state["_content"])
+        if "_val" in state:  # a leaf node (AnyNode, StringNode, ...)
+            return plain(state["_val"])
+        if len(obj.args) == 1 and state == {}:  # an enum rebuilt from its value
+            return plain(obj.args[0])
+        return {k: plain(v) for k, v in state.items()}
+    return obj
+
+
+def parse_conv_layers(spec: str):
+    """fairseq's ``conv_feature_layers`` string, e.g. "[(512, 10, 5)] + [(512, 3, 2)] * 4", as
+    (dim, kernel, stride) tuples. Only list/tuple literals, ``+`` and ``*`` are evaluated."""
+
+    def evaluate(node):
+        if isinstance(node, ast.Expression):
+            return evaluate(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            values = [evaluate(e) for e in node.elts]
+            return values if isinstance(node, ast.List) else tuple(values)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = evaluate(node.left), evaluate(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"conv_feature_layers: unsupported expression {ast.dump(node)}")
+
+    try:
+        layers = evaluate(ast.parse(spec, mode="eval"))
+    except SyntaxError as e:
+        raise ValueError(f"conv_feature_layers: cannot parse {spec!r} ({e})") from None
+    if not (isinstance(layers, list) and all(isinstance(t, tuple) and len(t) == 3 for t in layers)):
+        raise ValueError(f"conv_feature_layers: expected a list of (dim, kernel, stride), got {spec!r}")
+    return layers
+
+
+def _model_settings(checkpoint: dict) -> Tuple[dict, dict]:
+    """(pretraining settings, fine-tuning overrides) from ``cfg`` or legacy ``args``."""
+    if checkpoint.get("cfg") is not None:
+        model = plain(checkpoint["cfg"]).get("model") or {}
+    elif checkpoint.get("args") is not None:
+        model = plain(checkpoint["args"])
+    else:
+        raise ValueError("no 'cfg' or 'args' entry")
+    if not isinstance(model, dict):
+        raise ValueError(f"the model settings are a {type(model).__name__}, not a mapping")
+    w2v_args = model.get("w2v_args")
+    if w2v_args:  # fine-tuned: the encoder's own settings come from its pretraining run
+        w2v_args = plain(w2v_args)
+        pretrained = w2v_args.get("model", w2v_args)
+        return pretrained, model
+    return model, {}
+
+
+def _first(*values):
+    return next(v for v in values if v is not None)
+
+
+def config_from_fairseq(settings: dict, finetune: dict, vocab_size=None) -> Wav2Vec2Config:
+    """Wav2Vec2Config from fairseq model settings (and the fine-tuning run's overrides)."""
+
+    def get(name, default):
+        """A fine-tuning override, else the pretraining value, else ``default``."""
+        return _first(finetune.get(name), settings.get(name), default)
+
+    conv = parse_conv_layers(settings.get("conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"))
+    layer_norm_first = bool(settings.get("layer_norm_first", False))
+    extractor_mode = settings.get("extractor_mode", "layer_norm" if layer_norm_first else "default")
+    final_dim = settings.get("final_dim") or settings.get("encoder_embed_dim", 768)
+    values = dict(
+        hidden_size=settings.get("encoder_embed_dim", 768),
+        num_hidden_layers=settings.get("encoder_layers", 12),
+        num_attention_heads=settings.get("encoder_attention_heads", 12),
+        intermediate_size=settings.get("encoder_ffn_embed_dim", 3072),
+        hidden_act=settings.get("activation_fn", "gelu"),
+        conv_dim=[d for d, _, _ in conv],
+        conv_kernel=[k for _, k, _ in conv],
+        conv_stride=[s for _, _, s in conv],
+        conv_bias=bool(settings.get("conv_bias", False)),
+        feat_extract_norm="layer" if extractor_mode == "layer_norm" else "group",
+        do_stable_layer_norm=layer_norm_first,
+        num_conv_pos_embeddings=settings.get("conv_pos", 128),
+        num_conv_pos_embedding_groups=settings.get("conv_pos_groups", 16),
+        num_codevectors_per_group=settings.get("latent_vars", 320),
+        num_codevector_groups=settings.get("latent_groups", 2),
+        codevector_dim=settings.get("latent_dim") or final_dim,
+        proj_codevector_dim=final_dim,
+        num_negatives=settings.get("num_negatives", 100),
+        contrastive_logits_temperature=settings.get("logit_temp", 0.1),
+        hidden_dropout=get("dropout", 0.1),
+        attention_dropout=get("attention_dropout", 0.1),
+        activation_dropout=get("activation_dropout", 0.0),
+        feat_proj_dropout=get("dropout_input", 0.0),
+        feat_quantizer_dropout=settings.get("dropout_features", 0.0),
+        final_dropout=_first(finetune.get("final_dropout"), 0.1),
+        layerdrop=_first(finetune.get("layerdrop"), settings.get("encoder_layerdrop"), 0.0),
+        mask_time_prob=get("mask_prob", 0.65),
+        mask_time_length=get("mask_length", 10),
+        mask_feature_prob=get("mask_channel_prob", 0.0),
+        mask_feature_length=get("mask_channel_length", 10),
+    )
+    if vocab_size is not None:
+        values["vocab_size"] = vocab_size
+    return Wav2Vec2Config(**values)
+
+
+def read_fairseq(path) -> Tuple[Wav2Vec2Config, Dict[str, np.ndarray]]:
+    """(config, canonical state) of a fairseq wav2vec2 checkpoint.
+
+    The state carries the ``wav2vec2.`` body prefix: a pretrained checkpoint fits
+    ``canonical_shapes(config, "pretraining")``, a fine-tuned one ``canonical_shapes(config, "ctc")``.
+    """
+    checkpoint = torch_pickle.load(path, allow_config_objects=True)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise ValueError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
+    try:
+        state = names.fairseq_to_canonical(checkpoint["model"])
+        settings, finetune = _model_settings(checkpoint)
+        vocab_size = state["lm_head.weight"].shape[0] if "lm_head.weight" in state else None
+        config = config_from_fairseq(settings, finetune, vocab_size)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    if not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
+        # With masking off the reference builds no mask embedding; fairseq keeps one regardless.
+        state.pop(names.BODY_PREFIX + "masked_spec_embed", None)
+    return config, state

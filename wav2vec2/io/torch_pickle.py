@@ -1,0 +1,305 @@
+"""``pytorch_model.bin`` and fairseq ``.pt`` without torch: a restricted unpickler and a zip writer.
+
+A torch checkpoint is a zip holding ``<archive>/data.pkl`` (the pickled object; tensors are persistent
+ids pointing at storages) and one raw little-endian ``<archive>/data/<key>`` entry per storage. The
+unpickler resolves only an allow-list of globals to inert stand-ins, so loading never runs code from
+the file; anything else is a ValueError naming the global.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Dict
+
+import numpy as np
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ValueError("this checkpoint holds bfloat16 tensors; reading them needs `pip install ml_dtypes`") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+# torch storage class -> NumPy dtype (bfloat16 resolved lazily)
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": None,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+    "UntypedStorage": np.uint8,
+}
+_DTYPE_STORAGES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items() if v is not None and k != "UntypedStorage"}
+
+
+class _StorageType:
+    """Stand-in for ``torch.FloatStorage`` & co.: only knows its dtype."""
+
+    def __init__(self, name):
+        self.name = name
+
+    @property
+    def dtype(self):
+        dtype = _STORAGE_DTYPES[self.name]
+        return _bfloat16() if dtype is None else np.dtype(dtype)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    """Stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view of the storage, copied."""
+    itemsize = storage.dtype.itemsize
+    if size and min(size) == 0:
+        return np.empty(size, dtype=storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if offset < 0 or last >= storage.size:
+        raise ValueError(f"tensor of size {tuple(size)} runs past its storage of {storage.size} elements")
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+    )
+    return np.array(view)  # own memory, C order
+
+
+def _rebuild_parameter(data, *_):
+    return data
+
+
+class _Inert:
+    """Stand-in for a config class fairseq pickles (omegaconf containers, enums, meters).
+
+    It never runs anything: it keeps the arguments it is built with and the state it is given.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs, self.state = args, kwargs, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self):
+        return f"<inert {type(self).__module__}.{type(self).__qualname__}>"
+
+
+_INERT_CLASSES: Dict[tuple, type] = {}
+
+
+def _inert_class(module, name):
+    key = (module, name)
+    if key not in _INERT_CLASSES:
+        _INERT_CLASSES[key] = type(name, (_Inert,), {"__module__": module})
+    return _INERT_CLASSES[key]
+
+
+# The only globals a state dict needs.
+_TENSOR_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch", "Size"): tuple,
+    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage"),
+}
+
+# What a fairseq checkpoint adds around the state dict: argparse args, NumPy scalars in its training
+# state. Classes from these module roots become inert stand-ins.
+_FAIRSEQ_GLOBALS = {
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("numpy.core.multiarray", "scalar"): lambda dtype, data=b"": np.frombuffer(data, dtype=dtype)[0],
+    ("numpy._core.multiarray", "scalar"): lambda dtype, data=b"": np.frombuffer(data, dtype=dtype)[0],
+    ("numpy", "dtype"): lambda name, *_: np.dtype(name),
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+}
+_INERT_MODULE_ROOTS = ("omegaconf", "fairseq", "typing")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, storages, allow_config_objects: bool, source: str):
+        super().__init__(file)
+        self._storages = storages
+        self._allow_config = allow_config_objects
+        self._source = source
+
+    def find_class(self, module, name):
+        if (module, name) in _TENSOR_GLOBALS:
+            return _TENSOR_GLOBALS[module, name]
+        if self._allow_config:
+            if (module, name) in _FAIRSEQ_GLOBALS:
+                return _FAIRSEQ_GLOBALS[module, name]
+            if module.split(".")[0] in _INERT_MODULE_ROOTS:
+                return _inert_class(module, name)
+        raise ValueError(
+            f"{self._source}: refusing to load global {module}.{name} (not on the allow-list of a "
+            f"weights-only checkpoint)"
+        )
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise ValueError(f"{self._source}: unexpected persistent id {pid!r}")
+        storage_type, key = pid[1], str(pid[2])
+        if not isinstance(storage_type, _StorageType):
+            raise ValueError(f"{self._source}: storage type {storage_type!r} is not a torch storage class")
+        return self._storages(key, storage_type.dtype)
+
+
+def load(path, allow_config_objects: bool = False):
+    """Unpickle a torch zip checkpoint at ``path`` with tensors as NumPy arrays.
+
+    ``allow_config_objects`` admits what fairseq pickles around its weights (see ``_FAIRSEQ_GLOBALS``).
+    Raises ValueError naming the file when it is not a torch zip, is truncated, or wants other globals.
+    """
+    path = os.fspath(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path}: not a readable torch zip checkpoint ({e})") from None
+    with archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+        if not pickles:
+            raise ValueError(f"{path}: no data.pkl inside; not a torch checkpoint")
+        prefix = pickles[0][: -len("data.pkl")]
+        byteorder = archive.read(prefix + "byteorder").decode() if prefix + "byteorder" in names else "little"
+        cache = {}
+
+        def storage(key, dtype):
+            if key not in cache:
+                raw = archive.read(f"{prefix}data/{key}")
+                array = np.frombuffer(raw, dtype=dtype.newbyteorder("<" if byteorder == "little" else ">"))
+                cache[key] = array.astype(dtype, copy=False)
+            return cache[key]
+
+        try:
+            data = archive.read(pickles[0])
+            return _RestrictedUnpickler(io.BytesIO(data), storage, allow_config_objects, path).load()
+        except ValueError:
+            raise
+        except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError, OSError, TypeError) as e:
+            raise ValueError(f"{path}: corrupt or truncated torch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def read_bin(path) -> Dict[str, np.ndarray]:
+    """A ``pytorch_model.bin`` (or shard) as {name: array}; anything but a flat dict of tensors is an error."""
+    obj = load(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict, found a pickled {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise ValueError(f"{path}: entries that are not tensors: {bad}")
+    return dict(obj)
+
+
+# ------------------------------------------------------------------------------------------ writing
+class _Global:
+    """A reference to a global by name, pickled as GLOBAL without importing its module."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # the pickler only accepts callables as reduce functions
+        raise TypeError(f"{self.module}.{self.name} is a name to pickle, not a function")
+
+
+class _Tensor:
+    def __init__(self, key, array):
+        self.key, self.array = key, array
+
+
+class _TorchPickler(pickle._Pickler):  # the Python pickler, so _Global can be written by name
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_global_ref(self, obj):
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("utf-8"))
+        self.memoize(obj)
+
+    dispatch[_Global] = save_global_ref
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _StoragePid):
+            return obj.pid
+        return None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, _Tensor):
+            array = obj.array
+            storage = _StoragePid(("storage", _storage_global(array.dtype), obj.key, "cpu", array.size))
+            stride = tuple(s // array.itemsize for s in array.strides) if array.size else (1,) * array.ndim
+            hooks = _Reduce(_Global("collections", "OrderedDict"), ())
+            return (
+                _Global("torch._utils", "_rebuild_tensor_v2"),
+                (storage, 0, tuple(array.shape), stride, False, hooks),
+            )
+        if isinstance(obj, _Reduce):
+            return obj.func, obj.args, None, None, obj.dictitems
+        return NotImplemented
+
+
+class _StoragePid:
+    def __init__(self, pid):
+        self.pid = pid
+
+
+class _Reduce:
+    def __init__(self, func, args, dictitems=None):
+        self.func, self.args, self.dictitems = func, args, dictitems
+
+
+def _storage_global(dtype) -> _Global:
+    dtype = np.dtype(dtype)
+    if dtype.name == "bfloat16":
+        return _Global("torch", "BFloat16Storage")
+    if dtype not in _DTYPE_STORAGES:
+        raise ValueError(f"cannot write dtype {dtype} to a torch checkpoint")
+    return _Global("torch", _DTYPE_STORAGES[dtype])
+
+
+def _aligned(info: zipfile.ZipInfo, offset: int, alignment: int = 64) -> zipfile.ZipInfo:
+    """Pad the local header's extra field so the entry's data starts on an ``alignment`` boundary."""
+    header = 30 + len(info.filename.encode("utf-8")) + 4  # local header, name, extra-field header
+    pad = (-(offset + header)) % alignment
+    info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # "FB": the padding record torch writes
+    return info
+
+
+def write_bin(state, file, archive_name: str = "archive") -> None:
+    """Write ``state`` ({name: array}) as a torch zip checkpoint that ``torch.load(weights_only=True)`` reads.
+
+    ``file`` is a path or a binary file object opened for writing.
+    """
+    arrays = {}
+    payload = collections.OrderedDict()
+    for i, (name, value) in enumerate(state.items()):
+        array = np.asarray(value, order="C")
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        arrays[str(i)] = array
+        payload[name] = _Tensor(str(i), array)
+
+    buffer = io.BytesIO()
+    _TorchPickler(buffer, protocol=2).dump(
+        _Reduce(_Global("collections", "OrderedDict"), (), dictitems=iter(payload.items()))
+    )
+
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
+        def add(name, data):
+            info = zipfile.ZipInfo(f"{archive_name}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+            offset = archive.fp.tell() if hasattr(archive.fp, "tell") else 0
+            archive.writestr(_aligned(info, offset), data)
+
+        add("data.pkl", buffer.getvalue())
+        add("byteorder", b"little")
+        for key, array in arrays.items():
+            add(f"data/{key}", array.tobytes())
+        add("version", b"3\n")
