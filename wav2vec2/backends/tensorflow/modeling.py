@@ -703,6 +703,7 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         if not isinstance(config, Wav2Vec2Config):
             raise ValueError(f"config must be a wav2vec2.Wav2Vec2Config, got {type(config).__name__}")
         self.config = config
+        self.loss_tracker = keras.metrics.Mean(name="loss")  # what fit and evaluate report
 
     def _build_weights(self, frames: int = 1):
         """Create every weight by running a tiny batch through the model once (eval mode)."""
@@ -773,25 +774,33 @@ class Wav2Vec2PreTrainedModel(keras.Model):
     def _body(self):
         return self.wav2vec2
 
-    def train_step(self, data):
-        """One optimizer step on the loss the model computes itself (x: waveforms or a dict of inputs)."""
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    @staticmethod
+    def _unpack(data):
+        """(waveforms, call kwargs) from a fit/evaluate batch: x is the waveforms or a dict of inputs, y the labels."""
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         inputs = dict(x) if isinstance(x, dict) else {"input_values": x}
         if y is not None:
             inputs["labels"] = y
-        input_values = inputs.pop("input_values")
+        return inputs.pop("input_values"), inputs
+
+    def train_step(self, data):
+        """One optimizer step on the loss the model computes itself."""
+        input_values, inputs = self._unpack(data)
         with tf.GradientTape() as tape:
             loss = self(input_values, training=True, **inputs).loss
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return {"loss": loss}
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        inputs = dict(x) if isinstance(x, dict) else {"input_values": x}
-        if y is not None:
-            inputs["labels"] = y
-        return {"loss": self(inputs.pop("input_values"), training=False, **inputs).loss}
+        input_values, inputs = self._unpack(data)
+        self.loss_tracker.update_state(self(input_values, training=False, **inputs).loss)
+        return {"loss": self.loss_tracker.result()}
 
 
 def _check_inputs(config, input_values, attention_mask):
@@ -852,15 +861,21 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
 
     def call(
         self, input_values, attention_mask=None, mask_time_indices=None, output_hidden_states=False,
-        output_attentions=False, training=False, spec_augment_rng=None,
+        output_attentions=False, mask_feature_indices=None, training=False, spec_augment_rng=None,
     ):
+        """SpecAugment (training, apply_spec_augment): ``mask_time_indices`` (B, T) and ``mask_feature_indices``
+        (B, C) as computed by wav2vec2.spec.masking; those not given are drawn here with the NumPy
+        Generator ``spec_augment_rng`` (default ``self.spec_augment_rng``). A given time mask applies in
+        eval mode too, like the reference. Under XLA pass the masks: drawing them calls into NumPy."""
         input_values, attention_mask = _check_inputs(self.config, input_values, attention_mask)
         extract_features = self.feature_encoder(input_values)  # (B, T, C_conv)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = _frame_mask(self.config, attention_mask, tf.shape(extract_features)[1], add_adapter=False)
         hidden_states, extract_features = self.feature_projection(extract_features, training=training)
-        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, frame_mask, training, spec_augment_rng)
+        hidden_states = self._mask_hidden_states(
+            hidden_states, mask_time_indices, mask_feature_indices, frame_mask, training, spec_augment_rng
+        )
         hidden_states, all_hidden_states, attentions = self.encoder(
             hidden_states, frame_mask, training=training, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
@@ -869,25 +884,26 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             hidden_states = self.adapter(hidden_states, training=training)
         return Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, attentions)
 
-    def _mask_hidden_states(self, hidden_states, mask_time_indices, frame_mask, training, rng):
+    def _mask_hidden_states(self, hidden_states, mask_time_indices, mask_feature_indices, frame_mask, training, rng):
         """SpecAugment: masked frames become masked_spec_embed, masked channels become 0."""
         config = self.config
         if not config.apply_spec_augment:
             return hidden_states
         draw_time = mask_time_indices is None and training and config.mask_time_prob > 0
-        draw_features = training and config.mask_feature_prob > 0
-        feature_mask = None
+        use_features = training and config.mask_feature_prob > 0
+        draw_features = use_features and mask_feature_indices is None
         if draw_time or draw_features:
             time_mask, feature_mask = self._draw_spec_augment(hidden_states, frame_mask, rng)
             mask_time_indices = time_mask if draw_time else mask_time_indices
-            feature_mask = feature_mask if draw_features else None
+            mask_feature_indices = feature_mask if draw_features else mask_feature_indices
         if mask_time_indices is not None:
             if self.masked_spec_embed is None:
                 raise ValueError("mask_time_indices given, but the config has mask_time_prob = mask_feature_prob = 0 (no masked_spec_embed)")
             mask = tf.cast(tf.convert_to_tensor(mask_time_indices), tf.bool)[:, :, None]  # (B, T, 1)
             hidden_states = tf.where(mask, tf.cast(self.masked_spec_embed, hidden_states.dtype), hidden_states)
-        if feature_mask is not None:
-            hidden_states = tf.where(feature_mask[:, None, :], tf.zeros_like(hidden_states), hidden_states)
+        if use_features:
+            mask = tf.cast(tf.convert_to_tensor(mask_feature_indices), tf.bool)[:, None, :]  # (B, 1, C)
+            hidden_states = tf.where(mask, tf.zeros_like(hidden_states), hidden_states)
         return hidden_states
 
     def _draw_spec_augment(self, hidden_states, frame_mask, rng):
@@ -979,7 +995,7 @@ class Wav2Vec2ForCTC(_HeadModel):
 
     def call(
         self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
-        mask_time_indices=None, training=False, spec_augment_rng=None,
+        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
     ):
         if labels is not None:
             labels = _check_labels(labels, (None, None), "(batch, target_length)")
@@ -987,7 +1003,7 @@ class Wav2Vec2ForCTC(_HeadModel):
                 raise ValueError(f"labels hold ids >= vocab_size={self.config.vocab_size}")
         outputs = self._body_outputs(
             input_values, attention_mask, training, output_hidden_states, output_attentions,
-            mask_time_indices=mask_time_indices, spec_augment_rng=spec_augment_rng,
+            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
         )
         logits = self.lm_head(self.dropout(outputs.last_hidden_state, training=training))  # (B, T, vocab)
         loss = None
@@ -1060,8 +1076,14 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         self.classifier.build((None, config.classifier_proj_size))
         self.built = True
 
-    def call(self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False, training=False):
-        outputs = self._body_outputs(input_values, attention_mask, training, output_hidden_states, output_attentions)
+    def call(
+        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
+        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+    ):
+        outputs = self._body_outputs(
+            input_values, attention_mask, training, output_hidden_states, output_attentions, mask_time_indices=mask_time_indices,
+            mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+        )
         hidden_states = self.projector(self._layer_weighted_states(outputs))  # (B, T, P)
         if attention_mask is None:
             pooled = tf.reduce_mean(hidden_states, axis=1)
@@ -1095,8 +1117,14 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
         self.classifier.build((None, config.hidden_size))
         self.built = True
 
-    def call(self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False, training=False):
-        outputs = self._body_outputs(input_values, attention_mask, training, output_hidden_states, output_attentions)
+    def call(
+        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
+        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+    ):
+        outputs = self._body_outputs(
+            input_values, attention_mask, training, output_hidden_states, output_attentions, mask_time_indices=mask_time_indices,
+            mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+        )
         logits = self.classifier(self._layer_weighted_states(outputs))  # (B, T, num_labels)
         loss = None
         if labels is not None:
@@ -1139,8 +1167,14 @@ class Wav2Vec2ForXVector(_HeadModel):
             frames = frames - kernel + 1
         return frames
 
-    def call(self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False, training=False):
-        outputs = self._body_outputs(input_values, attention_mask, training, output_hidden_states, output_attentions)
+    def call(
+        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
+        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+    ):
+        outputs = self._body_outputs(
+            input_values, attention_mask, training, output_hidden_states, output_attentions, mask_time_indices=mask_time_indices,
+            mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+        )
         hidden_states = self.projector(self._layer_weighted_states(outputs))
         for layer in self.tdnn:
             hidden_states = layer(hidden_states)  # (B, T', tdnn_dim[-1])

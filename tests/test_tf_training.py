@@ -1,0 +1,92 @@
+"""Training and export with the Keras 3 backend: XLA train steps on CPU, Keras fit, SavedModel export."""
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from conftest import HEADS, small_config  # noqa: E402
+from test_tf_modeling import CLASS_NAMES, frames, head_inputs, padded_batch  # noqa: E402
+from wav2vec2.backends import tensorflow as W  # noqa: E402
+from wav2vec2.spec import masking  # noqa: E402
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_xla_train_step_on_cpu(head):
+    """Forward and backward of every head compile with XLA (the grouped positional conv included)."""
+    arch = "stable" if head in ("ctc", "xvector") else "base"
+    config = small_config(arch, adapter_attn_dim=4 if head == "ctc" else None)
+    model = getattr(W, CLASS_NAMES[head])(config)
+    waveforms, attention_mask = padded_batch()
+    inputs = head_inputs(config, head, np.random.default_rng(0))
+    if head != "pretraining":  # under XLA, SpecAugment masks are inputs (drawing them calls NumPy)
+        inputs["mask_time_indices"] = masking.pretraining_mask(config, 2, frames(config), rng=np.random.default_rng(0), min_masks=1)
+    if head == "model":
+        # The bare model has no loss: pull its last hidden state towards a random target.
+        target = tf.constant(np.random.default_rng(1).standard_normal((2, frames(config), config.hidden_size)), tf.float32)
+        loss_of = lambda outputs: tf.reduce_mean(tf.square(outputs.last_hidden_state - target))  # noqa: E731
+    else:
+        loss_of = lambda outputs: outputs.loss  # noqa: E731
+    optimizer = keras.optimizers.SGD(0.01)
+    optimizer.build(model.trainable_variables)
+    # Dropout and LayerDrop on, as in real training; SpecAugment masks come in as inputs.
+    inputs = {k: tf.constant(v) for k, v in inputs.items()}
+
+    @tf.function(jit_compile=True)
+    def train_step(waveforms, attention_mask, inputs):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model(waveforms, attention_mask=attention_mask, training=True, **inputs))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        return loss, gradients
+
+    before = model.canonical_state_dict()
+    loss, gradients = train_step(tf.constant(waveforms), tf.constant(attention_mask), inputs)
+    assert np.isfinite(loss.numpy())
+    assert all(g is None or np.isfinite(g.numpy()).all() for g in gradients)
+    pos_conv = "encoder.pos_conv_embed.conv.weight_v"
+    key = pos_conv if head == "model" else "wav2vec2." + pos_conv
+    assert not np.array_equal(before[key], model.canonical_state_dict()[key]), "positional conv got no update"
+
+
+def test_keras_fit_on_a_ctc_batch():
+    config = small_config("base", layerdrop=0.1)
+    model = W.Wav2Vec2ForCTC(config)
+    waveforms, attention_mask = padded_batch()
+    labels = head_inputs(config, "ctc", np.random.default_rng(0))["labels"]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = {"input_values": waveforms, "attention_mask": attention_mask}
+    initial = float(model.evaluate(x, labels, batch_size=2, verbose=0))
+    history = model.fit(x, labels, batch_size=2, epochs=4, verbose=0)
+    assert len(history.history["loss"]) == 4 and all(np.isfinite(history.history["loss"]))
+    # Compare in eval mode, where SpecAugment, dropout and LayerDrop are off.
+    assert float(model.evaluate(x, labels, batch_size=2, verbose=0)) < initial
+
+
+def test_keras_fit_for_pretraining_takes_masks_and_negatives():
+    config = small_config("stable")
+    model = W.Wav2Vec2ForPreTraining(config)
+    waveforms, attention_mask = padded_batch()
+    inputs = head_inputs(config, "pretraining", np.random.default_rng(0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit({"input_values": waveforms, "attention_mask": attention_mask, **inputs}, batch_size=2, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+
+
+def test_exported_saved_model_gives_the_same_logits(tmp_path):
+    config = small_config("stable")
+    model = W.Wav2Vec2ForCTC(config)
+    waveforms, attention_mask = padded_batch()
+    expected = model(waveforms, attention_mask=attention_mask).logits.numpy()
+    W.export_ctc_saved_model(model, tmp_path / "export")
+    reloaded = tf.saved_model.load(str(tmp_path / "export"))
+    logits = reloaded.serve(tf.constant(waveforms), tf.constant(attention_mask)).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    # Any batch size and length: the signature is (None, None).
+    short = reloaded.serve(tf.constant(waveforms[:1, :900]), tf.constant(attention_mask[:1, :900])).numpy()
+    np.testing.assert_allclose(short, model(waveforms[:1, :900]).logits.numpy(), atol=1e-5)
+
+
+def test_export_refuses_other_heads(tmp_path):
+    with pytest.raises(ValueError, match="needs a Wav2Vec2ForCTC"):
+        W.export_ctc_saved_model(W.Wav2Vec2Model(small_config("base")), tmp_path / "export")
