@@ -115,12 +115,13 @@ _TENSOR_GLOBALS = {
 # state. Classes from these module roots become inert stand-ins.
 _FAIRSEQ_GLOBALS = {
     ("argparse", "Namespace"): argparse.Namespace,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("_codecs", "encode"): lambda text, encoding="utf-8": str(text).encode(encoding),  # protocol-2 bytes
     ("numpy.core.multiarray", "scalar"): lambda dtype, data=b"": np.frombuffer(data, dtype=dtype)[0],
     ("numpy._core.multiarray", "scalar"): lambda dtype, data=b"": np.frombuffer(data, dtype=dtype)[0],
     ("numpy", "dtype"): lambda name, *_: np.dtype(name),
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
+    # plain types, which omegaconf metadata records as the type of each value
+    **{("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, str, int, float, bool, bytes, object, slice)},
 }
 _INERT_MODULE_ROOTS = ("omegaconf", "fairseq", "typing")
 
@@ -133,6 +134,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module, name):
+        module = {"__builtin__": "builtins"}.get(module, module)  # protocol-2 pickles use Python 2 names
         if (module, name) in _TENSOR_GLOBALS:
             return _TENSOR_GLOBALS[module, name]
         if self._allow_config:

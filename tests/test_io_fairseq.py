@@ -1,0 +1,178 @@
+"""fairseq checkpoints built with the real key names and config containers, read without fairseq."""
+import argparse
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from conftest import reference_config, small_config
+from wav2vec2.io import read_fairseq, read_state_dict
+from wav2vec2.io.fairseq import parse_conv_layers
+from wav2vec2.spec import names
+
+torch = pytest.importorskip("torch")
+
+
+def fairseq_key(key: str) -> str:
+    """The fairseq name of a canonical key, spelled out from fairseq's module tree (the test's oracle)."""
+    body = key.startswith("wav2vec2.")
+    key = key.removeprefix("wav2vec2.")
+    replacements = [
+        ("encoder.pos_conv_embed.conv", "encoder.pos_conv.0"),
+        (".conv.weight", ".0.weight"), (".conv.bias", ".0.bias"),
+        ("masked_spec_embed", "mask_emb"),
+        ("feature_projection.projection", "post_extract_proj"),
+        ("feature_projection.layer_norm", "layer_norm"),
+        ("attention.", "self_attn."),
+        (".feed_forward.intermediate_dense", ".fc1"), (".feed_forward.output_dense", ".fc2"),
+        ("quantizer.codevectors", "quantizer.vars"),
+        ("project_hid", "final_proj"),
+    ]
+    for old, new in replacements:
+        key = key.replace(old, new)
+    if "encoder.layers." in key:
+        key = key.replace(".layer_norm.", ".self_attn_layer_norm.")
+    return key, body
+
+
+def to_fairseq(state, layer_norm_conv: bool, finetuned: bool):
+    out = {}
+    for key, value in state.items():
+        name, body = fairseq_key(key)
+        if "conv_layers." in name and ".layer_norm." in name:
+            # group norm sits at index 2; layer norm is wrapped as index 2.1
+            name = name.replace(".layer_norm.", ".2.1." if layer_norm_conv else ".2.")
+        if finetuned:
+            name = "w2v_encoder.w2v_model." + name if body else name.replace("lm_head", "w2v_encoder.proj")
+        out[name] = torch.from_numpy(np.array(value))
+    return out
+
+
+def model_settings(config):
+    conv = " + ".join(f"[({d}, {k}, {s})]" for d, k, s in zip(config.conv_dim, config.conv_kernel, config.conv_stride))
+    return dict(
+        _name="wav2vec2", extractor_mode="layer_norm" if config.feat_extract_norm == "layer" else "default",
+        encoder_layers=config.num_hidden_layers, encoder_embed_dim=config.hidden_size,
+        encoder_ffn_embed_dim=config.intermediate_size, encoder_attention_heads=config.num_attention_heads,
+        activation_fn="gelu", dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, encoder_layerdrop=0.05,
+        dropout_input=0.1, dropout_features=0.1, final_dim=config.proj_codevector_dim,
+        layer_norm_first=config.do_stable_layer_norm, conv_feature_layers=conv, conv_bias=config.conv_bias,
+        logit_temp=0.1, quantize_targets=True, latent_vars=config.num_codevectors_per_group,
+        latent_groups=config.num_codevector_groups, latent_dim=config.codevector_dim, mask_length=10,
+        mask_prob=0.65, mask_channel_prob=0.0, mask_channel_length=10, num_negatives=100,
+        conv_pos=config.num_conv_pos_embeddings, conv_pos_groups=config.num_conv_pos_embedding_groups,
+    )
+
+
+@pytest.fixture
+def fake_fairseq_module(monkeypatch):
+    """A stand-in `fairseq.logging.meters` so the test can pickle a fairseq-defined object."""
+    package = types.ModuleType("fairseq")
+    module = types.ModuleType("fairseq.logging.meters")
+
+    class AverageMeter:
+        def __init__(self):
+            self.val, self.count = 3.0, 2
+
+    AverageMeter.__module__ = "fairseq.logging.meters"
+    AverageMeter.__qualname__ = "AverageMeter"
+    module.AverageMeter = AverageMeter
+    monkeypatch.setitem(sys.modules, "fairseq", package)
+    monkeypatch.setitem(sys.modules, "fairseq.logging", types.ModuleType("fairseq.logging"))
+    monkeypatch.setitem(sys.modules, "fairseq.logging.meters", module)
+    return AverageMeter
+
+
+def reference_state(config, head):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cls = {"pretraining": transformers.Wav2Vec2ForPreTraining, "ctc": transformers.Wav2Vec2ForCTC}[head]
+    model = cls(reference_config(config)).eval()
+    return model, {names.normalize_key(k): v.numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_pretrained_checkpoint_with_omegaconf_cfg(tmp_path, arch, fake_fairseq_module):
+    omegaconf = pytest.importorskip("omegaconf")
+    config = small_config(arch)
+    _, expected = reference_state(config, "pretraining")
+    cfg = omegaconf.OmegaConf.create({"common": {"seed": 1}, "model": model_settings(config), "task": {"_name": "audio_pretraining"}})
+    checkpoint = {
+        "model": to_fairseq(expected, config.feat_extract_norm == "layer", finetuned=False),
+        "cfg": cfg,
+        "args": None,
+        "optimizer_history": [{"optimizer_name": "adam", "lr_scheduler_state": {"best": np.float64(2.5)}, "num_updates": 3}],
+        "extra_state": {"metrics": {"train": fake_fairseq_module()}, "epoch": 4},
+    }
+    path = tmp_path / "wav2vec_small.pt"
+    torch.save(checkpoint, path)
+
+    got_config, state = read_fairseq(path)
+    assert set(state) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+    for field in ("conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
+                  "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "num_codevectors_per_group",
+                  "num_codevector_groups", "codevector_dim", "proj_codevector_dim"):
+        assert getattr(got_config, field) == getattr(config, field), field
+    assert got_config.layerdrop == 0.05 and got_config.mask_time_prob == 0.65
+    assert names.canonical_shapes(got_config, "pretraining") == {k: v.shape for k, v in state.items()}
+    # read_state_dict on the .pt gives the same weights
+    assert set(read_state_dict(path)) == set(state)
+
+
+def test_finetuned_checkpoint_with_legacy_args_runs_in_reference(tmp_path):
+    config = small_config("base", vocab_size=9)
+    model, expected = reference_state(config, "ctc")
+    settings = model_settings(config)
+    args = argparse.Namespace(
+        arch="wav2vec_ctc", mask_prob=0.5, layerdrop=0.1, final_dropout=0.0, dropout=0.0,
+        w2v_args=argparse.Namespace(**{k: v for k, v in settings.items() if k != "_name"}, arch="wav2vec2"),
+    )
+    path = tmp_path / "wav2vec_small_960h.pt"
+    torch.save({"model": to_fairseq(expected, False, finetuned=True), "args": args, "cfg": None}, path)
+
+    got_config, state = read_fairseq(path)
+    assert got_config.vocab_size == 9 and got_config.mask_time_prob == 0.5 and got_config.layerdrop == 0.1
+    assert names.canonical_shapes(got_config, "ctc") == {k: v.shape for k, v in state.items()}
+    transformers = pytest.importorskip("transformers")
+    loaded = transformers.Wav2Vec2ForCTC(reference_config(got_config)).eval()
+    loaded.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 400)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model(x).logits, rtol=0, atol=0)
+
+
+def test_unknown_fairseq_key_is_an_error_naming_file_and_key(tmp_path):
+    omegaconf = pytest.importorskip("omegaconf")
+    config = small_config("base")
+    _, expected = reference_state(config, "pretraining")
+    model = to_fairseq(expected, False, finetuned=False)
+    model["target_glu.0.weight"] = torch.zeros(2)
+    path = tmp_path / "odd.pt"
+    torch.save({"model": model, "cfg": omegaconf.OmegaConf.create({"model": model_settings(config)})}, path)
+    with pytest.raises(ValueError, match=r"odd\.pt.*target_glu\.0\.weight"):
+        read_fairseq(path)
+
+
+def test_code_in_a_fairseq_checkpoint_is_refused(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, ("true",)
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "args": Evil()}, path)
+    with pytest.raises(ValueError, match=r"evil\.pt.*system"):
+        read_fairseq(path)
+
+
+def test_parse_conv_layers():
+    assert parse_conv_layers("[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2") == (
+        [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+    )
+    with pytest.raises(ValueError, match="conv_feature_layers"):
+        parse_conv_layers("__import__('os').system('true')")
