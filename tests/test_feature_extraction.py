@@ -70,7 +70,10 @@ def test_matches_reference(ref_cls, lengths, padding, max_length, truncation, mu
     pad_to = {"max_length": round_up(max_length), "do_not_pad": None, False: None}.get(padding, round_up(max(kept)))
     # Each utterance normalised alone then padded: what ours returns with or without a mask.
     oracle = padded_oracle(ref, waveforms, pad_to, cut, padding_value, side)
-    oracle_mask = padded_oracle(lambda w, sampling_rate: {"input_values": [np.ones(len(w), np.int32)]}, waveforms, pad_to, cut, 0, side)
+    def all_ones(w, sampling_rate):  # stands in for the reference: the mask of an unpadded utterance
+        return {"input_values": [np.ones(len(w), np.int32)]}
+
+    oracle_mask = padded_oracle(all_ones, waveforms, pad_to, cut, 0, side)
 
     got = ours(waveforms, sampling_rate=SR, return_attention_mask=True, **call)
     assert_batches_equal(got["attention_mask"], oracle_mask)
@@ -150,7 +153,8 @@ def test_return_tensors(kind, rng):
     module = {"np": "numpy", "pt": "torch", "tf": "tensorflow", "jax": "jax"}[kind]
     pytest.importorskip(module)
     waveforms = [rng.normal(size=20), rng.normal(size=12)]
-    out = Wav2Vec2FeatureExtractor()(waveforms, sampling_rate=SR, padding=True, return_attention_mask=True, return_tensors=kind)
+    fe = Wav2Vec2FeatureExtractor(return_attention_mask=True)
+    out = fe(waveforms, sampling_rate=SR, padding=True, return_tensors=kind)
     assert type(out.input_values).__module__.split(".")[0] in (module, "jaxlib")
     values, mask = np.asarray(out.input_values), np.asarray(out.attention_mask)
     assert values.shape == mask.shape == (2, 20) and values.dtype == np.float32
@@ -163,11 +167,17 @@ def test_torch_input(rng):
     (got,) = Wav2Vec2FeatureExtractor()(torch.from_numpy(x), sampling_rate=SR)["input_values"]
     (expected,) = Wav2Vec2FeatureExtractor()(x, sampling_rate=SR)["input_values"]
     np.testing.assert_array_equal(got, expected)
+    # bfloat16 has no NumPy dtype: it is widened on the way in.
+    half = torch.from_numpy(x).to(torch.bfloat16)
+    (got,) = Wav2Vec2FeatureExtractor()([half], sampling_rate=SR)["input_values"]
+    (expected,) = Wav2Vec2FeatureExtractor()(half.float().numpy(), sampling_rate=SR)["input_values"]
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_pad_matches_reference(ref_cls, rng):
     features = [{"input_values": rng.normal(size=n).astype(np.float32)} for n in (9, 4, 6)]
-    for kwargs in ({}, {"return_attention_mask": True}, {"pad_to_multiple_of": 4}, {"padding": "max_length", "max_length": 12}):
+    options = ({}, {"return_attention_mask": True}, {"pad_to_multiple_of": 4}, {"padding": "max_length", "max_length": 12})
+    for kwargs in options:
         got = Wav2Vec2FeatureExtractor().pad(features, **kwargs)
         expected = ref_cls().pad(features, **kwargs)
         assert sorted(got) == sorted(expected)
@@ -263,7 +273,11 @@ def test_bad_input_is_a_clear_value_error(raw, kwargs, message):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"feature_size": 2}, "feature_size"), ({"sampling_rate": 0}, "sampling_rate"), ({"padding_side": "middle"}, "padding_side")],
+    [
+        ({"feature_size": 2}, "feature_size"),
+        ({"sampling_rate": 0}, "sampling_rate"),
+        ({"padding_side": "middle"}, "padding_side"),
+    ],
 )
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

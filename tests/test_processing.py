@@ -55,7 +55,12 @@ def assert_same(got, expected):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"padding": True}, {"padding": True, "return_tensors": "np"}, {"padding": "max_length", "max_length": 64, "return_tensors": "np"}],
+    [
+        {},
+        {"padding": True},
+        {"padding": True, "return_tensors": "np"},
+        {"padding": "max_length", "max_length": 64, "return_tensors": "np"},
+    ],
 )
 def test_call_matches_reference(pair, audio, kwargs):
     ours, ref = pair
@@ -81,7 +86,8 @@ def test_decode_forwards_to_the_tokenizer(pair, rng):
     ours, ref = pair
     ids = rng.integers(0, len(VOCAB), size=(2, 30))
     assert ours.batch_decode(ids) == ref.batch_decode(ids)
-    assert ours.decode(ids[0], output_word_offsets=True).word_offsets == ref.decode(ids[0], output_word_offsets=True).word_offsets
+    expected = ref.decode(ids[0], output_word_offsets=True).word_offsets
+    assert ours.decode(ids[0], output_word_offsets=True).word_offsets == expected
     labels = ours(text=TEXTS[0])["input_ids"]
     assert ours.decode(labels, group_tokens=False) == TEXTS[0]  # "LL" kept: labels are not collapsed
 
@@ -89,13 +95,15 @@ def test_decode_forwards_to_the_tokenizer(pair, rng):
 def test_our_files_load_in_reference(pair, transformers, tmp_path, audio):
     ours, _ = pair
     ours.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["preprocessor_config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+    files = ["preprocessor_config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+    assert sorted(os.listdir(tmp_path)) == files
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = transformers.Wav2Vec2Processor.from_pretrained(tmp_path)
     assert isinstance(ref.tokenizer, transformers.Wav2Vec2CTCTokenizer)
     assert ref.feature_extractor.return_attention_mask is True
-    assert_same(ours(audio=audio, text=TEXTS, sampling_rate=SR, padding=True), ref(audio=audio, text=TEXTS, sampling_rate=SR, padding=True))
+    inputs = dict(audio=audio, text=TEXTS, sampling_rate=SR, padding=True)
+    assert_same(ours(**inputs), ref(**inputs))
     for name in ("preprocessor_config.json", "tokenizer_config.json"):
         assert json.loads((tmp_path / name).read_text())["processor_class"] == "Wav2Vec2Processor"
 
@@ -106,7 +114,8 @@ def test_reference_files_load_in_ours(pair, tmp_path, audio):
     ours = Wav2Vec2Processor.from_pretrained(tmp_path)
     assert ours.feature_extractor.return_attention_mask is True
     assert ours.tokenizer.get_vocab() == ref.tokenizer.get_vocab()
-    assert_same(ours(audio=audio, text=TEXTS, sampling_rate=SR, padding=True), ref(audio=audio, text=TEXTS, sampling_rate=SR, padding=True))
+    inputs = dict(audio=audio, text=TEXTS, sampling_rate=SR, padding=True)
+    assert_same(ours(**inputs), ref(**inputs))
     # Saved again by ours, every file says what the reference wrote.
     ours.save_pretrained(tmp_path / "again")
     for name in os.listdir(tmp_path):

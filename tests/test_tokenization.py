@@ -25,7 +25,10 @@ VOCABS = {
     "delimiter": (STANDARD, {"replace_word_delimiter_char": "_", "clean_up_tokenization_spaces": True}),
 }
 
-PIECES = LETTERS + list("abcelt BCÉ|\t!?.,x") + ["  ", "<s>", "</s>", "<unk>", "<pad>", "AB", "ABC", "BC", "ab", "OU", "[UNK]", "[PAD]", " n't", "'s"]
+PIECES = LETTERS + list("abcelt BCÉ|\t!?.,x") + [
+    "  ", "<s>", "</s>", "<unk>", "<pad>", "AB", "ABC", "BC", "ab", "OU", "[UNK]", "[PAD]", " n't", "'s"
+]
+SETTINGS = ("do_lower_case", "replace_word_delimiter_char", "target_lang", "clean_up_tokenization_spaces", "pad_token", "unk_token")
 texts = st.lists(st.sampled_from(PIECES), max_size=15).map("".join)
 
 
@@ -74,8 +77,14 @@ def test_encoding_examples(pairs):
 def test_batched_call_matches_reference(pairs):
     ours, ref = pairs["standard"]
     batch = ["HELLO", "TO", "", "A  NOTE"]
-    for kwargs in ({}, {"padding": True}, {"padding": "max_length", "max_length": 9}, {"padding": True, "pad_to_multiple_of": 4},
-                   {"truncation": True, "max_length": 3}, {"return_attention_mask": False}):
+    for kwargs in (
+        {},
+        {"padding": True},
+        {"padding": "max_length", "max_length": 9},
+        {"padding": True, "pad_to_multiple_of": 4},
+        {"truncation": True, "max_length": 3},
+        {"return_attention_mask": False},
+    ):
         got, expected = ours(batch, **kwargs), ref(batch, **kwargs)
         assert dict(got) == dict(expected), kwargs
     got = ours(batch, padding=True, return_tensors="np")
@@ -174,6 +183,7 @@ def test_batch_decode_matches_reference(pairs, rng):
     torch = pytest.importorskip("torch")
     assert ours.batch_decode(torch.from_numpy(ids)) == ref.batch_decode(ids)
     assert ours.decode(torch.from_numpy(ids[0])) == ref.decode(ids[0])
+    assert ours.decode(torch.tensor(STANDARD["E"])) == ours.decode(np.int64(STANDARD["E"])) == "e"
 
 
 def test_vocabulary_accessors_match_reference(pairs):
@@ -188,7 +198,8 @@ def test_vocabulary_accessors_match_reference(pairs):
         assert ours.convert_tokens_to_ids(tokens) == ref.convert_tokens_to_ids(tokens), name
         ids = list(range(len(ref) + 2))
         assert ours.convert_ids_to_tokens(ids) == ref.convert_ids_to_tokens(ids), name
-        assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == ref.convert_ids_to_tokens(ids, skip_special_tokens=True)
+        skipped = ref.convert_ids_to_tokens(ids, skip_special_tokens=True)
+        assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == skipped, name
 
 
 def test_add_tokens_matches_reference(ref_cls, tmp_path):
@@ -222,6 +233,9 @@ def test_nested_vocab_errors(tmp_path, pairs):
         Wav2Vec2CTCTokenizer(tmp_path / "vocab.json", target_lang="deu")
     with pytest.raises(ValueError, match="not multilingual"):
         pairs["standard"][0].set_target_lang("eng")
+    (tmp_path / "flat.json").write_text(json.dumps(STANDARD))
+    with pytest.raises(ValueError, match="target_lang='eng' needs a multilingual vocabulary"):
+        Wav2Vec2CTCTokenizer(tmp_path / "flat.json", target_lang="eng")
 
 
 # ------------------------------------------------------------------------------------ files
@@ -242,7 +256,7 @@ def test_reference_files_load_in_ours(pairs, name, tmp_path, rng):
     ref.save_pretrained(tmp_path)
     ours = Wav2Vec2CTCTokenizer.from_pretrained(tmp_path)
     assert_same_behaviour(ours, ref, rng)
-    for attr in ("do_lower_case", "replace_word_delimiter_char", "target_lang", "clean_up_tokenization_spaces", "pad_token", "unk_token"):
+    for attr in SETTINGS:
         assert getattr(ours, attr) == getattr(ref, attr), attr
 
 
@@ -252,7 +266,7 @@ def test_our_files_load_in_reference(pairs, ref_cls, name, tmp_path, rng):
     ours.save_pretrained(tmp_path)
     ref = ref_cls.from_pretrained(tmp_path)
     assert_same_behaviour(ours, ref, rng)
-    for attr in ("do_lower_case", "replace_word_delimiter_char", "target_lang", "clean_up_tokenization_spaces", "pad_token", "unk_token"):
+    for attr in SETTINGS:
         assert getattr(ours, attr) == getattr(ref, attr), attr
     # And what the reference writes back from them is what ours wrote.
     ref.save_pretrained(tmp_path / "back")

@@ -55,12 +55,20 @@ def _framework_of(value) -> Optional[str]:
     return {"torch": "pt", "tensorflow": "tf", "jax": "jax", "jaxlib": "jax"}.get(module)
 
 
+def to_numpy(value) -> np.ndarray:
+    """An array-like, or a framework tensor on any device, as a NumPy array."""
+    if _framework_of(value) == "pt":
+        value = value.detach().cpu()
+        return (value.float() if value.is_floating_point() else value).numpy()  # NumPy has no bfloat16
+    return np.asarray(value)
+
+
 def to_tensor(value, tensor_type: str, name: str = "value"):
     """A batch (2-D array or list of equal-length sequences) as one ``tensor_type`` tensor."""
     if tensor_type not in _TENSOR_TYPES:
         raise ValueError(f"return_tensors must be one of {_TENSOR_TYPES} or None, got {tensor_type!r}")
     if _framework_of(value) is not None:
-        value = np.asarray(value)
+        value = to_numpy(value)
     if isinstance(value, (list, tuple)) and value and not np.isscalar(value[0]):
         lengths = {len(v) for v in value}
         if len(lengths) > 1:
@@ -109,7 +117,8 @@ def target_length(
     strategy = padding_strategy(padding)
     if max_length is not None and (not isinstance(max_length, numbers.Integral) or max_length < 0):
         raise ValueError(f"max_length must be a non-negative integer, got {max_length!r}")
-    if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, numbers.Integral) or pad_to_multiple_of < 1):
+    multiple_ok = isinstance(pad_to_multiple_of, numbers.Integral) and pad_to_multiple_of >= 1
+    if pad_to_multiple_of is not None and not multiple_ok:
         raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
     if strategy == "max_length" and max_length is None:
         raise ValueError("padding='max_length' needs max_length=")
@@ -152,7 +161,7 @@ def _as_waveform(audio, index: int) -> np.ndarray:
             f"decode audio files first (e.g. soundfile.read(path))"
         )
     try:
-        array = np.asarray(audio)
+        array = to_numpy(audio)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: cannot read it as an array of samples ({e})") from None
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
@@ -189,7 +198,7 @@ def as_waveform_batch(raw_speech) -> List[np.ndarray]:
         return [_as_waveform(x, i) for i, x in enumerate(raw_speech)]
 
     if isinstance(raw_speech, np.ndarray) or _framework_of(raw_speech) is not None:
-        array = np.asarray(raw_speech)
+        array = to_numpy(raw_speech)
         if array.ndim == 1:
             return [_as_waveform(array, 0)]
         if array.ndim == 2:
@@ -308,18 +317,19 @@ class Wav2Vec2FeatureExtractor:
                 raise ValueError("pad() takes a dict of batched inputs or a non-empty list of per-example dicts")
             processed_features = {k: [x[k] for x in processed_features] for k in processed_features[0]}
         if not isinstance(processed_features, dict) or "input_values" not in processed_features:
-            keys = sorted(processed_features) if isinstance(processed_features, dict) else type(processed_features).__name__
+            got = processed_features
+            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
             raise ValueError(f"pad() needs 'input_values' among its inputs, got {keys}")
         values = list(processed_features["input_values"])
         if return_tensors is None:
             return_tensors = _framework_of(values[0]) if values else None
             return_tensors = return_tensors or "np"
-        values = [np.asarray(v) for v in values]
+        values = [to_numpy(v) for v in values]
         for i, v in enumerate(values):
             if v.ndim != 1:
                 raise ValueError(f"input_values[{i}]: expected shape (samples,), got {v.shape}")
         masks = processed_features.get("attention_mask")
-        masks = [np.asarray(m, dtype=np.int32) for m in masks] if masks is not None else None
+        masks = [to_numpy(m).astype(np.int32) for m in masks] if masks is not None else None
 
         cut, pad_to = target_length([len(v) for v in values], padding, max_length, truncation, pad_to_multiple_of)
         if cut is not None:

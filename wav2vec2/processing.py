@@ -19,14 +19,17 @@ _SHARED = ("padding", "max_length", "truncation", "pad_to_multiple_of", "return_
 class Wav2Vec2Processor:
     def __init__(self, feature_extractor: Wav2Vec2FeatureExtractor, tokenizer: Wav2Vec2CTCTokenizer):
         if not isinstance(feature_extractor, Wav2Vec2FeatureExtractor):
-            raise ValueError(f"feature_extractor must be a Wav2Vec2FeatureExtractor, got {type(feature_extractor).__name__}")
+            raise ValueError(
+                f"feature_extractor must be a Wav2Vec2FeatureExtractor, got {type(feature_extractor).__name__}"
+            )
         if not isinstance(tokenizer, Wav2Vec2CTCTokenizer):
             raise ValueError(f"tokenizer must be a Wav2Vec2CTCTokenizer, got {type(tokenizer).__name__}")
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
 
     def __repr__(self):
-        return f"{type(self).__name__}(feature_extractor={self.feature_extractor!r}, tokenizer=<{len(self.tokenizer)} tokens>)"
+        tokenizer = f"<{type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens>"
+        return f"{type(self).__name__}(feature_extractor={self.feature_extractor!r}, tokenizer={tokenizer})"
 
     @property
     def sampling_rate(self) -> int:

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from .feature_extraction import _HUB_KWARGS, BatchFeature, _framework_of, pad_sequences, target_length
+from .feature_extraction import _HUB_KWARGS, BatchFeature, _framework_of, pad_sequences, target_length, to_numpy
 from .spec import ctc
 
 VOCAB_NAME = "vocab.json"
@@ -147,10 +147,16 @@ class Wav2Vec2CTCTokenizer:
                     f"{', '.join(sorted(self.vocab))}"
                 )
             if target_lang not in self.vocab:
-                raise ValueError(f"target_lang {target_lang!r} is not in the vocabulary; choose one of {', '.join(sorted(self.vocab))}")
+                raise ValueError(
+                    f"target_lang {target_lang!r} is not in the vocabulary; "
+                    f"choose one of {', '.join(sorted(self.vocab))}"
+                )
             encoder = self.vocab[target_lang]
-        elif target_lang is not None and target_lang not in (self.vocab or {}):
-            raise ValueError("this vocabulary is not multilingual (it has no per-language tables); leave target_lang unset")
+        elif target_lang is not None:
+            raise ValueError(
+                f"target_lang={target_lang!r} needs a multilingual vocabulary ({{lang: {{token: id}}}}); "
+                f"this one has a single table, so leave target_lang unset"
+            )
         else:
             encoder = self.vocab
         for token, index in encoder.items():
@@ -348,7 +354,8 @@ class Wav2Vec2CTCTokenizer:
                 raise ValueError("pad() takes a dict of batched inputs or a non-empty list of per-example dicts")
             encoded_inputs = {k: [x[k] for x in encoded_inputs] for k in encoded_inputs[0]}
         if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
-            keys = sorted(encoded_inputs) if isinstance(encoded_inputs, dict) else type(encoded_inputs).__name__
+            got = encoded_inputs
+            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
             raise ValueError(f"pad() needs 'input_ids' among its inputs, got {keys}")
         ids = encoded_inputs["input_ids"]
         if return_tensors is None and len(ids):
@@ -384,7 +391,9 @@ class Wav2Vec2CTCTokenizer:
         text = "".join(chars).strip()
         if self.do_lower_case:
             text = text.lower()
-        if clean_up_tokenization_spaces if clean_up_tokenization_spaces is not None else self.clean_up_tokenization_spaces:
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces:
             for before, after in _CLEANUPS:
                 text = text.replace(before, after)
         if not (output_char_offsets or output_word_offsets):
@@ -416,10 +425,15 @@ class Wav2Vec2CTCTokenizer:
     ) -> Union[List[str], Wav2Vec2CTCTokenizerOutput]:
         """``decode`` each sequence of a batch; with offsets, one output whose fields are lists."""
         if _framework_of(sequences) is not None or isinstance(sequences, np.ndarray):
-            sequences = np.asarray(sequences)
+            sequences = to_numpy(sequences)
         decoded = [
             self.decode(
-                seq, skip_special_tokens, clean_up_tokenization_spaces, output_char_offsets, output_word_offsets, group_tokens
+                seq,
+                skip_special_tokens=skip_special_tokens,
+                clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+                output_char_offsets=output_char_offsets,
+                output_word_offsets=output_word_offsets,
+                group_tokens=group_tokens,
             )
             for seq in sequences
         ]
@@ -535,7 +549,11 @@ def _as_id_list(ids) -> List[int]:
     """Ids from a list, a NumPy array or a framework tensor, as a list of Python ints."""
     if isinstance(ids, numbers.Integral):
         return [int(ids)]
-    array = np.asarray(ids)
+    array = to_numpy(ids)
+    if array.ndim == 0:
+        array = array.reshape(1)
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
-        raise ValueError(f"expected a 1-D sequence of integer token ids, got shape {array.shape} and dtype {array.dtype}")
+        raise ValueError(
+            f"expected a 1-D sequence of integer token ids, got shape {array.shape} and dtype {array.dtype}"
+        )
     return array.astype(np.int64).tolist()
