@@ -35,7 +35,12 @@ def resolve_file(
         raise FileNotFoundError(f"{path_or_repo_id}: no such directory (and not a hub repo id)")
 
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return Path(
@@ -49,6 +54,10 @@ def resolve_file(
                 token=token,
             )
         )
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"{path_or_repo_id}: no such local directory or hub repo") from None
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"{path_or_repo_id}: the repo has no revision {revision!r}") from None
     except EntryNotFoundError:
         if required:
             raise FileNotFoundError(f"{path_or_repo_id}: the repo has no file named {filename}") from None
