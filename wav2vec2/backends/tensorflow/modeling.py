@@ -1024,6 +1024,8 @@ class Wav2Vec2ForCTC(_HeadModel):
     def load_adapter(self, target_lang, path_or_repo_id=None, **hub_kwargs):
         """Load MMS adapter weights ``adapter.{target_lang}.safetensors`` (or ``.bin``), resizing lm_head."""
         from ...io.hub import resolve_file
+        from ...io.safetensors_file import read_safetensors
+        from ...io.torch_pickle import read_bin
 
         if self.config.adapter_attn_dim is None:
             raise ValueError("load_adapter needs a config with adapter_attn_dim set (an MMS checkpoint)")
@@ -1033,16 +1035,12 @@ class Wav2Vec2ForCTC(_HeadModel):
             path_or_repo_id, hub_kwargs = self._pretrained_source
         path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.safetensors", required=False, **hub_kwargs)
         if path is not None:
-            from safetensors.numpy import load_file
-
-            state = load_file(str(path))
+            state = read_safetensors(path)
         else:
             path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.bin", required=False, **hub_kwargs)
             if path is None:
                 raise ValueError(f"{path_or_repo_id}: no adapter weights for language {target_lang!r} (adapter.{target_lang}.safetensors or .bin)")
-            import torch
-
-            state = {k: v.numpy() for k, v in torch.load(str(path), map_location="cpu", weights_only=True).items()}
+            state = read_bin(path)
         port = self.port()
         adapter_keys = {k for k in port if ".adapter_layer." in k or k.startswith("lm_head.")}
         unknown = sorted(set(state) - adapter_keys)
