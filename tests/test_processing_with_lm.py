@@ -81,6 +81,7 @@ def noisy_logits(sentence: str, rng, noise: float = 2.5, frames_per_char: int = 
         path += [VOCAB[char]] * frames_per_char + [VOCAB["<pad>"]]
     logits = rng.normal(0.0, noise, size=(len(path), len(VOCAB))).astype(np.float32)
     logits[np.arange(len(path)), path] += 4.0
+    logits[:, 1:4] -= 8.0  # <s>, </s> and <unk> are rare in a real model's output
     return logits
 
 
@@ -93,10 +94,17 @@ def padded_batch(rng):
     return batch
 
 
+def flat(values):
+    """Scores of any nesting (utterance, then n-best) as one flat array."""
+    if isinstance(values, (list, tuple)):
+        return np.concatenate([flat(v) for v in values]) if values else np.zeros(0)
+    return np.asarray([values], dtype=float)
+
+
 def assert_same_output(ours_out, ref_out, with_offsets=True):
     assert ours_out.text == ref_out.text
-    np.testing.assert_allclose(np.asarray(ours_out.logit_score, float), np.asarray(ref_out.logit_score, float), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(ours_out.lm_score, float), np.asarray(ref_out.lm_score, float), rtol=1e-6)
+    np.testing.assert_allclose(flat(ours_out.logit_score), flat(ref_out.logit_score), rtol=1e-6)
+    np.testing.assert_allclose(flat(ours_out.lm_score), flat(ref_out.lm_score), rtol=1e-6)
     if with_offsets:
         assert ours_out.word_offsets == ref_out.word_offsets
 
@@ -183,3 +191,81 @@ def test_bad_input_is_a_clear_error(ours, files, tmp_path):
     short = Wav2Vec2CTCTokenizer(vocab={k: v for k, v in VOCAB.items() if k != "h"} | {"x": 12})
     with pytest.raises(ValueError, match="alphabet"):
         Wav2Vec2ProcessorWithLM(ours.feature_extractor, short, ours.decoder)
+
+
+# ---------------------------------------------------------------------------------------- flashlight
+@pytest.fixture(scope="module")
+def flashlight(files):
+    pytest.importorskip("flashlight.lib.text.decoder")
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(files)
+    return Wav2Vec2ProcessorWithLM.from_kenlm(
+        Wav2Vec2FeatureExtractor(), tokenizer, os.path.join(files, "lm.arpa"), decoder="flashlight"
+    )
+
+
+def pyctcdecode_text_score(language_model, text: str) -> float:
+    """The LM part of pyctcdecode's score for a finished text: each word, the last with the sentence end."""
+    state, total = language_model.get_start_state(), 0.0
+    words = text.split(" ")  # a trailing space leaves an empty last word, as in pyctcdecode
+    for i, word in enumerate(words):
+        if word == "" and i < len(words) - 1:
+            continue
+        score, state = language_model.score(state, word, is_last_word=i == len(words) - 1)
+        total += score
+    return total
+
+
+@pytest.mark.parametrize("text", ["bad cab face", "dead hhd", "bee ", "cabbage egg", "a"])
+def test_flashlight_lm_adds_up_to_pyctcdecode_scores(flashlight, text):
+    """Fed a text token by token, the flashlight LM's score changes sum to pyctcdecode's LM score,
+    and after each token the running sum is pyctcdecode's score of the beam (unknown-prefix penalty included)."""
+    from wav2vec2.processing_with_lm import _WordLM
+
+    language_model = flashlight.language_model
+    labels = flashlight.decoder._alphabet.labels
+    word_lm = _WordLM(language_model, labels)
+    state, running = word_lm.start(), 0.0
+    for i, char in enumerate(text):
+        state, change = word_lm.score(state, labels.index(char))
+        running += change
+        finished, partial = text[: i + 1].rsplit(" ", 1) if " " in text[: i + 1] else ("", text[: i + 1])
+        expected = sum(
+            language_model.score(s, w)[0]
+            for s, w in _states_along(language_model, finished.split())
+        ) + (language_model.score_partial_token(partial) if partial else 0.0)
+        assert running == pytest.approx(expected, abs=1e-9)
+    _, change = word_lm.finish(state)
+    assert running + change == pytest.approx(pyctcdecode_text_score(language_model, text), abs=1e-9)
+
+
+def _states_along(language_model, words):
+    """(KenLM state before each word, word) along a word sequence."""
+    state = language_model.get_start_state()
+    for word in words:
+        yield state, word
+        _, state = language_model.score(state, word)
+
+
+def test_flashlight_agrees_on_clear_input(ours, flashlight):
+    """With little noise both searches find the spelled text. Word frames: flashlight's come from
+    the best path, which on clear input is the greedy path; pyctcdecode keeps the frames of
+    whichever merged beam came first, which can start late, so only the text is compared with it."""
+    rng = np.random.default_rng(11)
+    for sentence in SENTENCES:
+        logits = noisy_logits(sentence, rng, noise=0.5)
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        out = flashlight.decode(log_probs, output_word_offsets=True)
+        assert out.text == ours.decode(log_probs).text == sentence
+        greedy = ours.tokenizer.decode(log_probs.argmax(-1), output_word_offsets=True)
+        assert greedy.text == sentence
+        assert out.word_offsets == greedy.word_offsets
+
+
+def test_flashlight_batch_and_errors(flashlight, ours):
+    logits = padded_batch(np.random.default_rng(0))
+    out = flashlight.batch_decode(logits, output_word_offsets=True, n_best=2)
+    assert len(out.text) == len(SENTENCES) and all(len(hyps) <= 2 for hyps in out.text)
+    for hyps, offsets in zip(out.text, out.word_offsets):
+        assert [w["word"] for w in offsets[0]] == hyps[0].split()
+    with pytest.raises(ValueError, match="hotwords"):
+        flashlight.decode(logits[0], hotwords=["cab"])

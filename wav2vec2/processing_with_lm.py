@@ -360,40 +360,47 @@ class _WordLM:
         self.language_model = language_model
         self.labels = labels
         self.states = {}
+        self.steps = {}
+        self.partial_scores = {}
 
     def _partial_score(self, word: str) -> float:
-        return self.language_model.score_partial_token(word) if word else 0.0
+        if word not in self.partial_scores:
+            self.partial_scores[word] = self.language_model.score_partial_token(word) if word else 0.0
+        return self.partial_scores[word]
+
+    def _state(self, kenlm_state, words_score: float, partial: str):
+        return kenlm_state, words_score, partial, words_score + self._partial_score(partial)
 
     def start(self):
         root = self._state_type()
-        self.states = {root: (self.language_model.get_start_state(), 0.0, "")}
+        self.steps = {}  # (state, token) -> (next state, score change): the decoder asks many times
+        self.states = {root: self._state(self.language_model.get_start_state(), 0.0, "")}
         return root
 
     def score(self, state, token):
-        kenlm_state, words_score, partial = self.states[state]
+        step = self.steps.get((state, token))
+        if step is None:
+            step = self.steps[state, token] = self._step(state, token)
+        return step
+
+    def _step(self, state, token):
+        kenlm_state, words_score, partial, total = self.states[state]
         label = self.labels[token]
         if label == " " and not partial:
             return state, 0.0  # a second space changes nothing: stay in the same state, so beams merge
         child = state.child(token)
-        if child not in self.states:
-            if label == " ":  # the word in progress is finished: KenLM scores it
-                word_score, next_state = self.language_model.score(kenlm_state, partial)
-                self.states[child] = (next_state, words_score + word_score, "")
-            else:
-                self.states[child] = (kenlm_state, words_score, partial + label)
-        before = words_score + self._partial_score(partial)
-        _, new_words_score, new_partial = self.states[child]
-        return child, new_words_score + self._partial_score(new_partial) - before
+        if label == " ":  # the word in progress is finished: KenLM scores it
+            word_score, next_state = self.language_model.score(kenlm_state, partial)
+            self.states[child] = self._state(next_state, words_score + word_score, "")
+        else:
+            self.states[child] = self._state(kenlm_state, words_score, partial + label)
+        return child, self.states[child][3] - total
 
     def finish(self, state):
-        kenlm_state, words_score, partial = self.states[state]
-        before = words_score + self._partial_score(partial)
-        if partial:
-            word_score, _ = self.language_model.score(kenlm_state, partial, is_last_word=True)
-            return state, words_score + word_score - before
-        # Text ending in a space: pyctcdecode scores an empty last word, i.e. only the sentence end.
-        word_score, _ = self.language_model.score(kenlm_state, "", is_last_word=True)
-        return state, word_score - before + words_score
+        # The last word (possibly empty, when the text ends in a space) is scored with the sentence end.
+        kenlm_state, words_score, partial, total = self.states[state]
+        word_score, _ = self.language_model.score(kenlm_state, partial, is_last_word=True)
+        return state, words_score + word_score - total
 
 
 def _make_flashlight_decoder_class():
@@ -424,10 +431,15 @@ def _make_flashlight_decoder_class():
             language_model = self._language_model
             if language_model is None:
                 raise ValueError("the flashlight decoder needs a language model")
-            emissions = np.ascontiguousarray(logits, dtype=np.float32)  # (frames, labels)
+            emissions = np.array(logits, dtype=np.float32)  # (frames, labels)
             frames, num_labels = emissions.shape
+            # Like pyctcdecode, expand only tokens above token_min_logp (and each frame's best): the
+            # others are pushed out of flashlight's per-frame top-k, which is as wide as the widest frame.
+            expand = (emissions >= token_min_logp) | (emissions == emissions.max(axis=-1, keepdims=True))
+            emissions[~expand] = -1e9
             options = LexiconFreeDecoderOptions(
-                beam_size=int(beam_width), beam_size_token=num_labels, beam_threshold=-float(beam_prune_logp),
+                beam_size=int(beam_width), beam_size_token=int(expand.sum(axis=-1).max()),
+                beam_threshold=-float(beam_prune_logp),
                 lm_weight=1.0, sil_score=0.0, log_add=True, criterion_type=CriterionType.CTC,
             )
             word_lm = _WordLM(language_model, labels)
