@@ -123,7 +123,8 @@ def test_pretrained_checkpoint_with_omegaconf_cfg(tmp_path, arch, fake_fairseq_m
     assert set(read_state_dict(path)) == set(state)
 
 
-def test_finetuned_checkpoint_with_legacy_args_runs_in_reference(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy_torch_file"])
+def test_finetuned_checkpoint_with_legacy_args_runs_in_reference(tmp_path, zip_format):
     config = small_config("base", vocab_size=9)
     model, expected = reference_state(config, "ctc")
     settings = model_settings(config)
@@ -132,7 +133,8 @@ def test_finetuned_checkpoint_with_legacy_args_runs_in_reference(tmp_path):
         w2v_args=argparse.Namespace(**{k: v for k, v in settings.items() if k != "_name"}, arch="wav2vec2"),
     )
     path = tmp_path / "wav2vec_small_960h.pt"
-    torch.save({"model": to_fairseq(expected, False, finetuned=True), "args": args, "cfg": None}, path)
+    checkpoint = {"model": to_fairseq(expected, False, finetuned=True), "args": args, "cfg": None}
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=zip_format)
 
     got_config, state = read_fairseq(path)
     assert got_config.vocab_size == 9 and got_config.mask_time_prob == 0.5 and got_config.layerdrop == 0.1

@@ -54,7 +54,8 @@ def test_whole_module_pickles_are_refused(tmp_path):
         torch_pickle.read_bin(path)
 
 
-def test_reads_every_tensor_layout_torch_writes(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_reads_every_tensor_layout_torch_writes(tmp_path, zip_format):
     torch = pytest.importorskip("torch")
     pytest.importorskip("ml_dtypes")
     base = torch.arange(24.0).reshape(4, 6)
@@ -73,7 +74,7 @@ def test_reads_every_tensor_layout_torch_writes(tmp_path):
         parameter=torch.nn.Parameter(torch.ones(2)),
     )
     path = tmp_path / "pytorch_model.bin"
-    torch.save(tensors, path)
+    torch.save(tensors, path, _use_new_zipfile_serialization=zip_format)
     got = torch_pickle.read_bin(path)
     assert list(got) == list(tensors)
     for key, tensor in tensors.items():
@@ -116,6 +117,15 @@ def test_truncated_files_name_the_file(tmp_path, format):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=path.name):
         read_state_dict(tmp_path)
+
+
+def test_truncated_legacy_file_names_the_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "old.bin"
+    torch.save({"a": torch.ones(100)}, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ValueError, match=r"old\.bin.*truncated"):
+        torch_pickle.read_bin(path)
 
 
 def test_garbage_bin_names_the_file(tmp_path):

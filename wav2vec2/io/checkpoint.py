@@ -12,7 +12,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from ..spec import names
-from . import flax_msgpack, keras_h5, safetensors_file, torch_pickle
+from . import fairseq, flax_msgpack, keras_h5, safetensors_file, torch_pickle
 from .hub import resolve_file
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -42,12 +42,11 @@ def _read_single(path: Path) -> Dict[str, np.ndarray]:
     if name.endswith(".safetensors"):
         state = safetensors_file.read_safetensors(path)
     elif name.endswith((".bin", ".pt", ".pth")):
-        obj = torch_pickle.load(path, allow_config_objects=True)
-        if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and ("cfg" in obj or "args" in obj):
-            from .fairseq import read_fairseq
-
-            return read_fairseq(path)[1]
-        state = torch_pickle.read_bin(path)
+        # Only .pt/.pth may be fairseq checkpoints, whose config objects the strict reader refuses.
+        obj = torch_pickle.load(path, allow_config_objects=not name.endswith(".bin"))
+        if fairseq.is_fairseq_checkpoint(obj):
+            return fairseq.from_checkpoint(obj, path)[1]
+        state = torch_pickle.as_state_dict(obj, path)
     elif name.endswith(".h5"):
         return keras_h5.read_h5(path)
     elif name.endswith(".msgpack"):

@@ -141,7 +141,15 @@ def read_fairseq(path) -> Tuple[Wav2Vec2Config, Dict[str, np.ndarray]]:
     The state carries the ``wav2vec2.`` body prefix: a pretrained checkpoint fits
     ``canonical_shapes(config, "pretraining")``, a fine-tuned one ``canonical_shapes(config, "ctc")``.
     """
-    checkpoint = torch_pickle.load(path, allow_config_objects=True)
+    return from_checkpoint(torch_pickle.load(path, allow_config_objects=True), path)
+
+
+def is_fairseq_checkpoint(obj) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("model"), dict) and ("cfg" in obj or "args" in obj)
+
+
+def from_checkpoint(checkpoint, path) -> Tuple[Wav2Vec2Config, Dict[str, np.ndarray]]:
+    """``read_fairseq`` on an already unpickled checkpoint; ``path`` only names it in errors."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise ValueError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
     try:

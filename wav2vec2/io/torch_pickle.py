@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import io
 import os
 import pickle
@@ -56,8 +57,9 @@ class _StorageType:
         return _bfloat16() if dtype is None else np.dtype(dtype)
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_):
-    """Stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view of the storage, copied."""
+def _rebuild_tensor(storage, offset, size, stride, *_, copy=True):
+    """Stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view of the storage, copied unless
+    the storage is still to be filled (legacy files store the data after the pickle)."""
     itemsize = storage.dtype.itemsize
     if size and min(size) == 0:
         return np.empty(size, dtype=storage.dtype)
@@ -67,7 +69,7 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
     )
-    return np.array(view)  # own memory, C order
+    return np.array(view) if copy else view
 
 
 def _rebuild_parameter(data, *_):
@@ -127,16 +129,18 @@ _INERT_MODULE_ROOTS = ("omegaconf", "fairseq", "typing")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, storages, allow_config_objects: bool, source: str):
+    def __init__(self, file, storages, allow_config_objects: bool, source: str, copy_tensors: bool = True):
         super().__init__(file)
         self._storages = storages
         self._allow_config = allow_config_objects
         self._source = source
+        self._copy = copy_tensors
 
     def find_class(self, module, name):
         module = {"__builtin__": "builtins"}.get(module, module)  # protocol-2 pickles use Python 2 names
         if (module, name) in _TENSOR_GLOBALS:
-            return _TENSOR_GLOBALS[module, name]
+            found = _TENSOR_GLOBALS[module, name]
+            return functools.partial(found, copy=self._copy) if found is _rebuild_tensor else found
         if self._allow_config:
             if (module, name) in _FAIRSEQ_GLOBALS:
                 return _FAIRSEQ_GLOBALS[module, name]
@@ -153,21 +157,30 @@ class _RestrictedUnpickler(pickle.Unpickler):
         storage_type, key = pid[1], str(pid[2])
         if not isinstance(storage_type, _StorageType):
             raise ValueError(f"{self._source}: storage type {storage_type!r} is not a torch storage class")
-        return self._storages(key, storage_type.dtype)
+        return self._storages(key, storage_type.dtype, *pid[4:])
 
 
 def load(path, allow_config_objects: bool = False):
-    """Unpickle a torch zip checkpoint at ``path`` with tensors as NumPy arrays.
+    """Unpickle a torch checkpoint at ``path`` (zip, or the pre-1.6 legacy stream) with NumPy tensors.
 
     ``allow_config_objects`` admits what fairseq pickles around its weights (see ``_FAIRSEQ_GLOBALS``).
-    Raises ValueError naming the file when it is not a torch zip, is truncated, or wants other globals.
+    Raises ValueError naming the file when it is not a torch checkpoint, is truncated, or wants other
+    globals.
     """
     path = os.fspath(path)
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{path}: not a readable torch zip checkpoint ({e})") from None
-    with archive:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path, allow_config_objects)
+        with open(path, "rb") as f:
+            return _load_legacy(f, path, allow_config_objects)
+    except ValueError:
+        raise
+    except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError, TypeError, IndexError, struct.error) as e:
+        raise ValueError(f"{path}: corrupt or truncated torch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _load_zip(path, allow_config_objects):
+    with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if not pickles:
@@ -176,25 +189,66 @@ def load(path, allow_config_objects: bool = False):
         byteorder = archive.read(prefix + "byteorder").decode() if prefix + "byteorder" in names else "little"
         cache = {}
 
-        def storage(key, dtype):
+        def storage(key, dtype, *_):
             if key not in cache:
                 raw = archive.read(f"{prefix}data/{key}")
                 array = np.frombuffer(raw, dtype=dtype.newbyteorder("<" if byteorder == "little" else ">"))
                 cache[key] = array.astype(dtype, copy=False)
             return cache[key]
 
-        try:
-            data = archive.read(pickles[0])
-            return _RestrictedUnpickler(io.BytesIO(data), storage, allow_config_objects, path).load()
-        except ValueError:
-            raise
-        except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError, OSError, TypeError) as e:
-            raise ValueError(f"{path}: corrupt or truncated torch checkpoint ({type(e).__name__}: {e})") from None
+        data = archive.read(pickles[0])
+        return _RestrictedUnpickler(io.BytesIO(data), storage, allow_config_objects, path).load()
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _load_legacy(f, path, allow_config_objects):
+    """torch < 1.6 files: magic, version and sys-info pickles, the object pickle, the list of storage
+    keys, then each storage as an int64 element count followed by its raw little-endian data."""
+
+    def plain_pickle():
+        return _RestrictedUnpickler(f, None, False, path).load()
+
+    try:
+        magic = plain_pickle()
+    except (pickle.UnpicklingError, EOFError, ValueError):
+        magic = None
+    if magic != _LEGACY_MAGIC:
+        raise ValueError(f"{path}: not a torch checkpoint (neither a zip archive nor a legacy torch file)")
+    plain_pickle()  # protocol version
+    sys_info = plain_pickle()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise ValueError(f"{path}: big-endian legacy torch files are not supported")
+
+    roots = {}
+
+    def storage(key, dtype, numel=0, view=None):
+        if key not in roots:
+            roots[key] = np.empty(int(numel), dtype=dtype)  # filled after the pickle is read
+        if view is not None:
+            _, offset, size = view
+            return roots[key][offset:offset + size]
+        return roots[key]
+
+    obj = _RestrictedUnpickler(f, storage, allow_config_objects, path, copy_tensors=False).load()
+    for key in plain_pickle():
+        buffer = roots[str(key)]
+        (count,) = struct.unpack("<q", f.read(8))
+        data = f.read(count * buffer.itemsize)
+        if count != buffer.size or len(data) != buffer.nbytes:
+            raise ValueError(f"{path}: truncated data for storage {key}")
+        buffer[...] = np.frombuffer(data, dtype=buffer.dtype)
+    return obj
 
 
 def read_bin(path) -> Dict[str, np.ndarray]:
     """A ``pytorch_model.bin`` (or shard) as {name: array}; anything but a flat dict of tensors is an error."""
-    obj = load(path)
+    return as_state_dict(load(path), path)
+
+
+def as_state_dict(obj, path) -> Dict[str, np.ndarray]:
+    """Check that an unpickled checkpoint is a flat {name: tensor} dict; ``path`` names it in errors."""
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state dict, found a pickled {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
