@@ -146,20 +146,49 @@ def test_lm_weights_change_the_result_like_the_reference(ours, reference):
         reference.batch_decode(logits[:1], alpha=0.5, beta=1.5)
 
 
-@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="pyctcdecode pools need fork")
-def test_user_pool_and_kept_pool(ours, reference):
+# Forking a process that has JAX or TensorFlow threads running can deadlock, and other test files
+# import them, so the pools run in a fresh interpreter that imports neither.
+POOL_SCRIPT = """
+import json, multiprocessing, sys
+import numpy as np
+from wav2vec2.processing_with_lm import Wav2Vec2ProcessorWithLM
+
+processor = Wav2Vec2ProcessorWithLM.from_pretrained(sys.argv[1])
+logits = np.load(sys.argv[2])
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    user_pool = processor.batch_decode(logits, pool=pool, output_word_offsets=True)
+first = processor.batch_decode(logits, num_processes=2, output_word_offsets=True)
+kept = processor._pool
+second = processor.batch_decode(logits, num_processes=2, output_word_offsets=True)
+same_pool = kept is not None and processor._pool is kept
+processor.close()
+print(json.dumps({"outputs": [vars(o) for o in (user_pool, first, second)],
+                  "same_pool": same_pool, "closed": processor._pool is None}))
+"""
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="pyctcdecode pools need fork")
+def test_user_pool_and_kept_pool(ours, tmp_path):
+    import subprocess
+    import sys
+
+    from wav2vec2.processing_with_lm import Wav2Vec2DecoderWithLMOutput
+
     logits = padded_batch(np.random.default_rng(4))
-    expected = reference.batch_decode(logits, output_word_offsets=True)
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        assert_same_output(ours.batch_decode(logits, pool=pool, output_word_offsets=True), expected)
-    first = ours.batch_decode(logits, num_processes=2, output_word_offsets=True)
-    kept = ours._pool
-    second = ours.batch_decode(logits, num_processes=2, output_word_offsets=True)
-    assert kept is not None and ours._pool is kept  # one pool for both calls
-    assert_same_output(first, expected)
-    assert_same_output(second, expected)
-    ours.close()
-    assert ours._pool is None
+    expected = ours.batch_decode(logits, output_word_offsets=True)  # in-process, checked against the reference above
+    ours.save_pretrained(tmp_path / "processor")
+    np.save(tmp_path / "logits.npy", logits)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_SCRIPT, str(tmp_path / "processor"), str(tmp_path / "logits.npy")],
+        capture_output=True, text=True, cwd=root, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["same_pool"] and result["closed"]  # one kept pool served both calls
+    for output in result["outputs"]:
+        output["word_offsets"] = [[dict(w) for w in words] for words in output["word_offsets"]]
+        assert_same_output(Wav2Vec2DecoderWithLMOutput(**output), expected)
 
 
 def test_files_load_in_the_reference_and_back(ours, reference, tmp_path):

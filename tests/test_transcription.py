@@ -350,3 +350,53 @@ def test_cli_formats(fmt, checkpoint, speech_files, capsys):
     assert code == 0, err
     (record,) = transcribe(speech_files[:1], model=directory)
     assert out == format_record(record, fmt)
+
+
+# ---------------------------------------------------------------------------------------- language model
+ARPA_WORDS = ["bad", "cab", "face", "bead", "dead", "fade", "head", "add", "bee", "egg"]
+ARPA = "\n".join(
+    ["\\data\\", f"ngram 1={len(ARPA_WORDS) + 3}", "ngram 2=2", "", "\\1-grams:"]
+    + ["-1.5\t<unk>\t0", "0\t<s>\t-0.3", "-1.0\t</s>\t0"]
+    + [f"{-0.8 - 0.1 * i:.2f}\t{w}\t-0.2" for i, w in enumerate(ARPA_WORDS)]
+    + ["", "\\2-grams:", "-0.2\t<s> bad", "-0.3\tbad cab", "", "\\end\\", ""]
+)
+
+
+def test_cli_with_kenlm_matches_reference_beam_search(checkpoint, speech_files, tmp_path, capsys):
+    """--lm: beam search on the log-softmax of the logits, as the reference processor decodes it."""
+    pytest.importorskip("kenlm")
+    pytest.importorskip("pyctcdecode")
+    _require_backend("torch")
+    import soundfile
+    import torch
+    import transformers
+    from pyctcdecode import build_ctcdecoder
+
+    directory, model, processor = checkpoint
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(ARPA)
+    code, out, err = run_cli(capsys, *speech_files, "--model", directory, "--lm", str(arpa),
+                             "--beam-width", "16", "--format", "json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+
+    labels = [t for t, _ in sorted(processor.tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    reference = transformers.Wav2Vec2ProcessorWithLM(
+        processor.feature_extractor, processor.tokenizer, build_ctcdecoder(labels, kenlm_model_path=str(arpa))
+    )
+    seconds_per_frame = model.config.inputs_to_logits_ratio / SR
+    for record, path in zip(records, speech_files):
+        inputs = processor(soundfile.read(path, dtype="float32")[0], sampling_rate=SR, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(inputs.input_values, attention_mask=inputs.attention_mask).logits[0]
+        decoded = reference.decode(torch.log_softmax(logits, -1).numpy(), beam_width=16, output_word_offsets=True)
+        expected = {
+            "text": decoded.text,
+            "words": [
+                {"word": w["word"], "start": w["start_offset"] * seconds_per_frame, "end": w["end_offset"] * seconds_per_frame}
+                for w in decoded.word_offsets
+            ],
+        }
+        assert_same_transcript(record, expected)
+        greedy = reference_record(model, processor, soundfile.read(path, dtype="float32")[0])
+        assert record["text"] != greedy["text"]  # the language model did something

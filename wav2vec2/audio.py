@@ -59,7 +59,7 @@ def load_audio(path, sampling_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def duration_s(path) -> float:
+def audio_duration(path) -> float:
     """Length of an audio file in seconds, read from its header only."""
     import soundfile
 

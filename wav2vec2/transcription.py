@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .audio import AudioError, load_audio, resample, to_mono
+from .audio import AudioError, audio_duration, load_audio, resample, to_mono
 from .config import Wav2Vec2Config
 from .spec.lengths import feat_extract_output_lengths, min_input_length
 
@@ -171,13 +171,16 @@ def chunk_bounds(num_samples: int, config: Wav2Vec2Config, chunk_frames: int, co
 
 
 @dataclass
-class _Pending:
-    """An input whose segments are running: its name, its frames so far, and what it still needs."""
+class _Input:
+    """One input on its way through: its segments, then its kept frames as they come back."""
 
+    index: int
     name: str
-    num_samples: int
-    remaining: int
-    frames: List[Optional[np.ndarray]] = field(default_factory=list)
+    num_samples: int = 0
+    segments: List[Segment] = field(default_factory=list)
+    error: Optional[str] = None  # why it could not be read
+    frames: List[Optional[np.ndarray]] = field(default_factory=list)  # kept frames per segment
+    remaining: int = 0  # segments not yet run
 
 
 class Transcriber:
@@ -311,52 +314,74 @@ class Transcriber:
     # ---------------------------------------------------------------- the loop
     def __call__(self, inputs: Sequence) -> Iterator[dict]:
         inputs = list(inputs)
-        with _progress_bar(self.progress, inputs) as bar:
-            window: List[tuple] = []
+        with _progress_bar(self.progress, self._total_seconds(inputs)) as bar:
+            window: List[_Input] = []
             window_seconds = 0.0
             for index, item in enumerate(inputs):
-                name = input_name(item, index)
-                try:
-                    waveform = self._read(item, name)
-                    segments = self._segments(index, name, waveform)
-                except AudioError as e:
-                    window.append((index, name, str(e), None))
-                    continue
-                window.append((index, name, waveform.size, segments))
-                window_seconds += waveform.size / self.ctc.sampling_rate
+                entry = self._prepare(index, item)
+                window.append(entry)
+                window_seconds += entry.num_samples / self.ctc.sampling_rate
                 if window_seconds >= _WINDOW_SECONDS or len(window) >= _WINDOW_FILES:
                     yield from self._run_window(window, bar)
                     window, window_seconds = [], 0.0
             yield from self._run_window(window, bar)
 
-    def _run_window(self, window, bar) -> Iterator[dict]:
+    def _prepare(self, index: int, item) -> _Input:
+        entry = _Input(index, input_name(item, index))
+        try:
+            waveform = self._read(item, entry.name)
+            entry.segments = self._segments(index, entry.name, waveform)
+        except AudioError as e:
+            entry.error = str(e)
+            return entry
+        entry.num_samples = waveform.size
+        entry.frames = [None] * len(entry.segments)
+        entry.remaining = len(entry.segments)
+        return entry
+
+    def _total_seconds(self, inputs) -> Optional[float]:
+        """Audio length of all inputs, from file headers, for the progress bar (None if unknown)."""
+        if self.progress is False:
+            return None
+        total = 0.0
+        for item in inputs:
+            try:
+                total += audio_seconds(item, self.ctc.sampling_rate)
+            except Exception:  # unreadable: reported when its turn comes
+                pass
+        return total
+
+    def _run_window(self, window: List[_Input], bar) -> Iterator[dict]:
         """Run every segment of a window, yielding each input's record in order once it is done."""
-        pending = {}
-        done = {}
-        for index, name, num_samples, segments in window:
-            if segments is None:  # a read error; ``num_samples`` holds its message
-                done[index] = {"file": name, "error": num_samples}
-            else:
-                pending[index] = _Pending(name, num_samples, len(segments), [None] * len(segments))
-        order = [entry[0] for entry in window]
+        done = {entry.index: {"file": entry.name, "error": entry.error} for entry in window if entry.error}
+        by_index = {entry.index: entry for entry in window}
+        order = [entry.index for entry in window]
         next_out = 0
-        all_segments = [s for entry in window if entry[3] is not None for s in entry[3]]
         seconds_per_frame = self.ctc.config.inputs_to_logits_ratio / self.ctc.sampling_rate
-        for batch in self._batches(all_segments):
+        for batch in self._batches([s for entry in window for s in entry.segments]):
             for segment, frames in zip(batch, self._run(batch)):
-                state = pending[segment.item]
-                state.frames[segment.index] = frames
-                state.remaining -= 1
+                entry = by_index[segment.item]
+                entry.frames[segment.index] = frames
+                entry.remaining -= 1
                 bar.update(frames.shape[0] * seconds_per_frame)
-                if state.remaining == 0:
-                    logits = np.concatenate(state.frames, axis=0)  # (frames, vocab) of the whole input
-                    done[segment.item] = self._record(state.name, logits, state.num_samples)
-                    del pending[segment.item]
+                if entry.remaining == 0:
+                    logits = np.concatenate(entry.frames, axis=0)  # (frames, vocab) of the whole input
+                    done[entry.index] = self._record(entry.name, logits, entry.num_samples)
+                    entry.frames = entry.segments = []  # free its audio and frames now
             while next_out < len(order) and order[next_out] in done:
                 yield done.pop(order[next_out])
                 next_out += 1
         for index in order[next_out:]:
             yield done.pop(index)
+
+
+def audio_seconds(item, sampling_rate: int) -> float:
+    """Length of an input in seconds: from the header of a file, from the size of a waveform."""
+    if isinstance(item, (str, os.PathLike)):
+        return audio_duration(item)
+    if isinstance(item, tuple) and len(item) == 2:
+        return np.shape(item[0])[0] / item[1]
+    return np.shape(item)[0] / sampling_rate
 
 
 def input_name(item, index: int) -> str:
@@ -375,7 +400,7 @@ class _NoBar:
         return False
 
 
-def _progress_bar(progress, inputs):
+def _progress_bar(progress, total_seconds):
     """A tqdm bar on stderr counting seconds of audio; shown only when the work lasts a while."""
     if progress is False:
         return _NoBar()
@@ -383,9 +408,12 @@ def _progress_bar(progress, inputs):
 
     # disable=None hides the bar when stderr is not a terminal; delay hides it for short work.
     return tqdm(
-        total=None, unit="s", unit_scale=False, desc="transcribing", file=sys.stderr,
-        disable=None if progress is None else not progress, delay=2.0, bar_format="{desc}: {n:.0f} s audio [{elapsed}, {rate_fmt}]",
+        total=total_seconds, unit="s audio", desc="transcribing", file=sys.stderr, delay=2.0,
+        disable=None if progress is None else not progress, bar_format=_BAR_FORMAT,
     )
+
+
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]"
 
 
 def _greedy(tokenizer, logits: np.ndarray):
@@ -555,18 +583,17 @@ def run(args) -> int:
             hotwords=args.hotwords, hotword_weight=args.hotword_weight,
             progress=False if args.no_progress else None,
         )
-        failed = 0
-        for record in records:
-            if "error" in record:
-                print(f"wav2vec2 transcribe: {record['error']}", file=sys.stderr)
-                failed += 1
-                continue
-            if args.format in ("srt", "vtt") and len(args.audio) > 1:
-                print(f"==> {record['file']} <==")
-            sys.stdout.write(format_record(record, args.format))
-            sys.stdout.flush()
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # the model, the LM or an option: nothing can be transcribed
         print(f"wav2vec2 transcribe: {e}", file=sys.stderr)
         return 2
+    failed = 0
+    for record in records:
+        if "error" in record:
+            print(f"wav2vec2 transcribe: {record['error']}", file=sys.stderr)
+            failed += 1
+            continue
+        if args.format in ("srt", "vtt") and len(args.audio) > 1:
+            print(f"==> {record['file']} <==")  # several subtitle files in one stream: say which is which
+        sys.stdout.write(format_record(record, args.format))
+        sys.stdout.flush()
     return 1 if failed else 0
-
