@@ -1,0 +1,222 @@
+"""One small adapter per framework: build a head from canonical weights, run the case's inputs, and
+return every stage's output, the loss and the loss's gradient w.r.t. the waveform as NumPy arrays.
+
+Heads without a loss (the bare model) are scored with a probe loss, mean(last_hidden_state ** 2), so
+their backward pass is compared too. Everything runs in inference mode (no dropout); SpecAugment and
+pretraining masks come from the case's inputs, identical in every backend.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+
+import numpy as np
+
+HEAD_CLASS = {
+    "model": "Wav2Vec2Model",
+    "ctc": "Wav2Vec2ForCTC",
+    "sequence_classification": "Wav2Vec2ForSequenceClassification",
+    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
+    "xvector": "Wav2Vec2ForXVector",
+    "pretraining": "Wav2Vec2ForPreTraining",
+}
+
+OUTPUT_STAGES = (
+    "extract_features", "last_hidden_state", "logits", "embeddings", "projected_states",
+    "projected_quantized_states", "codevector_perplexity", "contrastive_loss", "diversity_loss",
+)
+
+
+def collect_stages(out, to_numpy) -> dict:
+    """The outputs worth comparing, in forward order, as float64 NumPy arrays."""
+    stages = {}
+    if getattr(out, "extract_features", None) is not None:
+        stages["extract_features"] = to_numpy(out.extract_features)
+    for i, h in enumerate(getattr(out, "hidden_states", None) or ()):
+        stages[f"hidden_states.{i}"] = to_numpy(h)
+    for name in OUTPUT_STAGES[1:]:
+        value = getattr(out, name, None)
+        if value is not None:
+            stages[name] = to_numpy(value)
+    return stages
+
+
+class Backend:
+    """What the runner needs of a framework."""
+
+    name = ""
+    module = ""  # the framework's import name
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec(cls.module) is not None
+
+    def devices(self) -> list:
+        return ["cpu"]
+
+    def dtypes(self, device: str) -> list:
+        return ["float32", "bfloat16"]
+
+    def run(self, case, state, inputs, device, dtype) -> dict:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------- torch
+class TorchBackend(Backend):
+    name = "torch"
+    module = "torch"
+
+    def devices(self):
+        import torch
+
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+    def build(self, case, state):
+        from wav2vec2.backends import torch as backend
+
+        model = getattr(backend, HEAD_CLASS[case.head])(case.config)
+        model.load_canonical_state_dict(state)
+        return model
+
+    def run(self, case, state, inputs, device, dtype):
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        model = self.build(case, state).to(device=device, dtype=torch_dtype).eval()
+        x = torch.tensor(inputs["input_values"], device=device, dtype=torch_dtype, requires_grad=True)
+        kwargs = {k: torch.as_tensor(v, device=device) for k, v in inputs.items() if k != "input_values"}
+        if "labels" in kwargs and kwargs["labels"].is_floating_point():
+            kwargs["labels"] = kwargs["labels"].to(torch_dtype)
+        out = model(x, output_hidden_states=True, **kwargs)
+        loss = out.loss if getattr(out, "loss", None) is not None else out.last_hidden_state.float().pow(2).mean()
+        loss.backward()
+
+        def to_numpy(t):
+            return t.detach().float().cpu().numpy().astype(np.float64)
+
+        stages = collect_stages(out, to_numpy)
+        stages["loss"] = to_numpy(loss)
+        stages["grad.input_values"] = to_numpy(x.grad)
+        return stages
+
+
+class ReferenceBackend(TorchBackend):
+    """transformers 4.57.6's PyTorch classes, when installed: the oracle the backends are held to."""
+
+    name = "reference"
+    module = "transformers"
+
+    @classmethod
+    def available(cls):
+        return Backend.available.__func__(cls) and importlib.util.find_spec("torch") is not None
+
+    def build(self, case, state):
+        import torch
+        import transformers
+
+        config = transformers.Wav2Vec2Config(**case.config.to_dict())
+        model = getattr(transformers, HEAD_CLASS[case.head])(config)
+        renamed = {}
+        for key, value in state.items():  # PyTorch-2 spelling of the positional conv weight norm
+            key = key.replace("conv.weight_g", "conv.parametrizations.weight.original0")
+            key = key.replace("conv.weight_v", "conv.parametrizations.weight.original1")
+            renamed[key] = torch.from_numpy(np.array(value))
+        own = model.state_dict()
+        if "conv.parametrizations.weight.original0" not in " ".join(own):
+            renamed = {k.replace("parametrizations.weight.original0", "weight_g")
+                       .replace("parametrizations.weight.original1", "weight_v"): v for k, v in renamed.items()}
+        model.load_state_dict(renamed, strict=True)
+        return model
+
+
+# ------------------------------------------------------------------------------------ tensorflow
+class TensorFlowBackend(Backend):
+    name = "tensorflow"
+    module = "tensorflow"
+
+    def devices(self):
+        import tensorflow as tf
+
+        gpus = [f"gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
+        tpus = [f"tpu:{i}" for i in range(len(tf.config.list_logical_devices("TPU")))]
+        return ["cpu"] + gpus + tpus
+
+    def dtypes(self, device):
+        return ["float32"]
+
+    def run(self, case, state, inputs, device, dtype):
+        import tensorflow as tf
+
+        from wav2vec2.backends import tensorflow as backend
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        with tf.device(device):
+            model = getattr(backend, HEAD_CLASS[case.head])(case.config)
+            model.load_canonical_state_dict(state)
+            x = tf.constant(inputs["input_values"])
+            kwargs = {k: tf.constant(v) for k, v in inputs.items() if k != "input_values"}
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = model(x, training=False, output_hidden_states=True, **kwargs)
+                loss = out.loss if getattr(out, "loss", None) is not None else tf.reduce_mean(out.last_hidden_state ** 2)
+            grad = tape.gradient(loss, x)
+
+        def to_numpy(t):
+            return np.asarray(tf.cast(t, tf.float32)).astype(np.float64)
+
+        stages = collect_stages(out, to_numpy)
+        stages["loss"] = to_numpy(loss)
+        stages["grad.input_values"] = to_numpy(grad)
+        return stages
+
+
+# ------------------------------------------------------------------------------------------ flax
+class FlaxBackend(Backend):
+    name = "flax"
+    module = "flax"
+
+    def devices(self):
+        import jax
+
+        return [f"{d.platform}:{d.id}" for d in jax.devices()] if jax.default_backend() != "cpu" else ["cpu"]
+
+    def run(self, case, state, inputs, device, dtype):
+        import jax
+        import jax.numpy as jnp
+
+        from wav2vec2.backends import flax as backend
+
+        jax_dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+        platform, _, index = device.partition(":")
+        target = jax.devices(platform)[int(index or 0)]
+        with jax.default_matmul_precision("highest"), jax.default_device(target):
+            model = getattr(backend, HEAD_CLASS[case.head])(case.config, dtype=jax_dtype)
+            model.load_canonical_state_dict(state)
+            kwargs = {k: jnp.asarray(v) for k, v in inputs.items() if k != "input_values"}
+
+            # Differentiate the pure linen module (model.module) w.r.t. the waveform.
+            accepted = inspect.signature(model.module.__call__).parameters
+            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+
+            def loss_and_stages(x):
+                out = model.module.apply({"params": model.params}, x, deterministic=True,
+                                         output_hidden_states=True, **kwargs)
+                loss = out.loss if getattr(out, "loss", None) is not None else jnp.mean(
+                    out.last_hidden_state.astype(jnp.float32) ** 2)
+                return loss, collect_stages(out, lambda t: t.astype(jnp.float32))
+
+            x = jnp.asarray(inputs["input_values"], dtype=jax_dtype)
+            (loss, stages), grad = jax.value_and_grad(loss_and_stages, has_aux=True)(x)
+
+        def to_numpy(t):
+            return np.asarray(jnp.asarray(t, jnp.float32)).astype(np.float64)
+
+        stages = {k: to_numpy(v) for k, v in stages.items()}
+        stages["loss"] = to_numpy(loss)
+        stages["grad.input_values"] = to_numpy(grad)
+        return stages
+
+
+ALL_BACKENDS = (ReferenceBackend, TorchBackend, TensorFlowBackend, FlaxBackend)
