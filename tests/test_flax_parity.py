@@ -1,0 +1,303 @@
+"""Flax backend against the reference (transformers 4.57): PyTorch classes for every head and both
+architectures, and the reference Flax classes where they exist (stable architecture only).
+
+Reference weights are perturbed before being copied over, so that trivially initialised tensors
+(LayerNorm, biases) are tested too.
+"""
+import numpy as np
+import pytest
+
+from conftest import HEADS, reference_config, small_config
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("flax")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from wav2vec2.backends import flax as wf  # noqa: E402
+from wav2vec2.backends.flax import modeling, weights  # noqa: E402
+from wav2vec2.spec.lengths import feat_extract_output_lengths  # noqa: E402
+from wav2vec2.spec.names import canonical_shapes, normalize_key, to_flax_tree  # noqa: E402
+
+# XLA on CPU may otherwise use reduced-precision matmul passes; parity at 1e-5 needs full float32.
+jax.config.update("jax_default_matmul_precision", "highest")
+
+ATOL = 1e-5
+NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+                  final_dropout=0.0, layerdrop=0.0)
+
+OURS = {
+    "model": wf.Wav2Vec2Model,
+    "ctc": wf.Wav2Vec2ForCTC,
+    "sequence_classification": wf.Wav2Vec2ForSequenceClassification,
+    "audio_frame_classification": wf.Wav2Vec2ForAudioFrameClassification,
+    "xvector": wf.Wav2Vec2ForXVector,
+    "pretraining": wf.Wav2Vec2ForPreTraining,
+}
+REFERENCE = {
+    "model": "Wav2Vec2Model",
+    "ctc": "Wav2Vec2ForCTC",
+    "sequence_classification": "Wav2Vec2ForSequenceClassification",
+    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
+    "xvector": "Wav2Vec2ForXVector",
+    "pretraining": "Wav2Vec2ForPreTraining",
+}
+
+
+def perturbed_reference(head, config, seed=0):
+    """The reference PyTorch model of `head`, eval mode, eager attention, every tensor perturbed."""
+    torch.manual_seed(seed)
+    ref_config = reference_config(config)
+    ref_config._attn_implementation = "eager"
+    ref = getattr(transformers, REFERENCE[head])(ref_config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    return ref
+
+
+def reference_pair(head, config, seed=0):
+    ref = perturbed_reference(head, config, seed)
+    ours = OURS[head](config)
+    ours.load_canonical_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    return ours, ref
+
+
+def padded_batch(samples=(500, 380), seed=0):
+    """Audio (batch, max samples) zero-padded, and its attention mask."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((len(samples), max(samples)), np.float32)
+    mask = np.zeros(x.shape, np.int64)
+    for i, n in enumerate(samples):
+        x[i, :n] = rng.standard_normal(n)
+        mask[i, :n] = 1
+    return x, mask
+
+
+def ctc_labels(vocab_size, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(1, vocab_size, size=(2, 5))
+    labels[1, 3:] = -100
+    return labels
+
+
+def t(a):
+    return torch.from_numpy(np.asarray(a))
+
+
+def close(ours, ref, atol=ATOL, rtol=0.0):
+    ref = ref.detach().numpy() if hasattr(ref, "detach") else np.asarray(ref)
+    np.testing.assert_allclose(np.asarray(ours, dtype=np.float64), ref, atol=atol, rtol=rtol)
+
+
+def close_loss(ours, ref):
+    # Relative 1e-5; the absolute floor covers losses near zero (a confident AM-softmax), where
+    # float32 rounding of the logits alone exceeds it.
+    close(ours, ref, atol=1e-7, rtol=1e-5)
+
+
+def head_inputs(head, config, x, seed=0):
+    """Labels (and pretraining masks/negatives) for `head`, as NumPy."""
+    rng = np.random.default_rng(seed)
+    num_frames = feat_extract_output_lengths(config, x.shape[1], add_adapter=False)
+    if head == "ctc":
+        return {"labels": ctc_labels(config.vocab_size, seed)}
+    if head in ("sequence_classification", "xvector"):
+        return {"labels": rng.integers(0, config.num_labels, size=(x.shape[0],))}
+    if head == "audio_frame_classification":
+        return {"labels": rng.random((x.shape[0], num_frames, config.num_labels)).astype(np.float32)}
+    if head == "pretraining":
+        from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+        np.random.seed(seed)  # the reference helpers draw from the global NumPy state
+        mask = _compute_mask_indices((x.shape[0], num_frames), mask_prob=0.5, mask_length=2, min_masks=2)
+        negatives = _sample_negative_indices((x.shape[0], num_frames), config.num_negatives, mask)
+        return {"mask_time_indices": mask, "sampled_negative_indices": negatives}
+    return {}
+
+
+def run_both(head, ours, ref, x, mask, extra, **kwargs):
+    ours_out = ours(x, mask, **extra, **kwargs)
+    torch_extra = {k: t(v) for k, v in extra.items()}
+    with torch.no_grad():
+        ref_out = ref(t(x), None if mask is None else t(mask), **torch_extra, **kwargs)
+    return ours_out, ref_out
+
+
+# ----------------------------------------------------------------------------------------- key sets
+@pytest.mark.parametrize("arch", ["base", "stable"])
+@pytest.mark.parametrize("head", HEADS)
+def test_key_set_is_canonical(arch, head):
+    config = small_config(arch, use_weighted_layer_sum=True, adapter_attn_dim=4)
+    if head in ("sequence_classification", "audio_frame_classification"):
+        model = OURS[head](config)
+    else:
+        model = OURS[head](config.replace(add_adapter=head == "ctc", output_hidden_size=24))
+    state = model.canonical_state_dict()
+    assert {k: v.shape for k, v in state.items()} == dict(canonical_shapes(model.config, head))
+    assert model.canonical_shapes() == dict(canonical_shapes(model.config, head))
+
+
+# ------------------------------------------------------------------------------- forward, all heads
+@pytest.mark.parametrize("arch", ["base", "stable"])
+@pytest.mark.parametrize("head", HEADS)
+def test_outputs_and_losses_match_reference(arch, head):
+    config = small_config(arch, **NO_DROPOUT)
+    ours, ref = reference_pair(head, config)
+    # The reference's x-vector pooling ignores the TDNN dilation when it counts valid frames, so it
+    # is compared unpadded here and padded against unpadded runs below.
+    x, mask = padded_batch((500, 500) if head == "xvector" else (500, 380))
+    extra = head_inputs(head, config, x)
+    o, r = run_both(head, ours, ref, x, mask, extra, output_hidden_states=True)
+
+    assert len(o.hidden_states) == len(r.hidden_states) == config.num_hidden_layers + 1
+    for ours_h, ref_h in zip(o.hidden_states, r.hidden_states):  # stage by stage
+        close(ours_h, ref_h)
+    if head == "model":
+        close(o.extract_features, r.extract_features)
+        close(o.last_hidden_state, r.last_hidden_state)
+    elif head == "pretraining":
+        close(o.projected_states, r.projected_states)
+        close(o.projected_quantized_states, r.projected_quantized_states)
+        close(o.codevector_perplexity, r.codevector_perplexity)
+        for name in ("loss", "contrastive_loss", "diversity_loss"):
+            close_loss(getattr(o, name), getattr(r, name))
+    else:
+        close(o.logits, r.logits)
+        close_loss(o.loss, r.loss)
+        if head == "xvector":
+            close(o.embeddings, r.embeddings)
+
+
+@pytest.mark.parametrize(
+    "arch,head,overrides",
+    [
+        ("stable", "ctc", dict(add_adapter=True, output_hidden_size=24)),  # conv adapter with projection
+        ("base", "ctc", dict(add_adapter=True, num_adapter_layers=2)),  # conv adapter, same width
+        ("stable", "ctc", dict(adapter_attn_dim=4)),  # MMS attention adapters
+        ("base", "sequence_classification", dict(use_weighted_layer_sum=True)),
+        ("stable", "audio_frame_classification", dict(use_weighted_layer_sum=True)),
+        ("base", "xvector", dict(use_weighted_layer_sum=True)),
+        ("base", "model", dict(num_conv_pos_embeddings=5, hidden_act="relu", feat_extract_activation="gelu_new")),
+        ("stable", "model", dict(conv_bias=False, layer_norm_eps=1e-6)),
+        ("base", "ctc", dict(conv_bias=True, ctc_loss_reduction="mean")),
+    ],
+)
+def test_variants_match_reference(arch, head, overrides):
+    config = small_config(arch, **NO_DROPOUT, **overrides)
+    ours, ref = reference_pair(head, config, seed=1)
+    x, mask = padded_batch((600, 600) if head == "xvector" else (600, 420), seed=1)
+    extra = head_inputs(head, config, x, seed=1)
+    o, r = run_both(head, ours, ref, x, mask, extra, output_attentions=True)
+    if head == "model":
+        close(o.last_hidden_state, r.last_hidden_state)
+    else:
+        close(o.logits, r.logits)
+        close_loss(o.loss, r.loss)
+    for ours_a, ref_a in zip(o.attentions, r.attentions):
+        close(ours_a, ref_a)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_ctc_loss_matches_torch(reduction, zero_infinity):
+    """modeling.ctc_loss against torch.nn.functional.ctc_loss: values and gradients, with an
+    infeasible target (utterance 2 has 4 frames; its target needs 3 labels + 2 blanks between repeats)."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((3, 9, 6)).astype(np.float32)
+    frame_lengths = np.array([9, 4, 7])
+    labels = np.array([[1, 2, 2, 3], [4, 4, 4, -100], [5, -100, 1, -100]])  # -100 anywhere is skipped
+
+    def ours(logits):
+        return modeling.ctc_loss(logits, frame_lengths, labels, 0, reduction, zero_infinity)
+
+    value, grad = jax.jit(lambda z: (ours(z), jax.grad(lambda z: ours(z).sum())(z)))(logits)
+
+    logits_t = t(logits).requires_grad_(True)
+    log_probs = torch.log_softmax(logits_t, -1).transpose(0, 1)
+    valid = t(labels) >= 0
+    expected = torch.nn.functional.ctc_loss(
+        log_probs, t(labels)[valid], t(frame_lengths), valid.sum(-1), blank=0, reduction=reduction,
+        zero_infinity=zero_infinity,
+    )
+    finite = np.isfinite(expected.detach().numpy())
+    assert finite.all() == zero_infinity or reduction == "none"
+    np.testing.assert_allclose(np.asarray(value)[finite], expected.detach().numpy()[finite], rtol=1e-5)
+    assert (~np.isfinite(np.asarray(value)) == ~finite).all()
+    if finite.all():
+        expected.sum().backward()
+        close(grad, logits_t.grad, atol=1e-5)
+
+
+def test_padded_xvector_pools_only_valid_frames():
+    """Each utterance of a padded batch gets the embedding of the reference run on it alone."""
+    config = small_config("stable", **NO_DROPOUT)
+    ours, ref = reference_pair("xvector", config)
+    x, mask = padded_batch((640, 520))
+    o = ours(x, mask)
+    for i, n in enumerate((640, 520)):
+        with torch.no_grad():
+            r = ref(t(x[i : i + 1, :n]))
+        close(o.embeddings[i : i + 1], r.embeddings)
+        close(o.logits[i : i + 1], r.logits)
+
+
+# ------------------------------------------------------------------------------------- gradients
+def torch_grads(ref):
+    return {normalize_key(k): p.grad.numpy() for k, p in ref.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+@pytest.mark.parametrize("head", ["ctc", "pretraining"])
+def test_loss_gradients_match_reference(arch, head):
+    config = small_config(arch, **NO_DROPOUT, ctc_loss_reduction="mean")
+    ours, ref = reference_pair(head, config)
+    x, mask = padded_batch((500, 380))
+    extra = head_inputs(head, config, x)
+
+    inputs = {"input_values": x, "attention_mask": mask, **extra}
+    if head == "pretraining":
+        inputs["mask_time_indices"] = inputs["mask_time_indices"].astype(bool)
+
+    def loss_fn(params, input_values):
+        return ours.module.apply({"params": params}, **{**inputs, "input_values": input_values}).loss
+
+    param_grads, input_grads = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))(ours.params, x)
+
+    x_torch = t(x).requires_grad_(True)
+    loss = ref(x_torch, t(mask), **{k: t(v) for k, v in extra.items()}).loss
+    loss.backward()
+    expected = torch_grads(ref)
+    ours_grads = weights.to_canonical(param_grads)
+    for key, value in expected.items():
+        np.testing.assert_allclose(ours_grads[key], value, atol=1e-4, rtol=1e-4, err_msg=key)
+    close(input_grads, x_torch.grad, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the reference Flax
+def reference_flax(head, ours):
+    cls = {"model": "FlaxWav2Vec2Model", "ctc": "FlaxWav2Vec2ForCTC", "pretraining": "FlaxWav2Vec2ForPreTraining"}[head]
+    ref_config = reference_config(ours.config)
+    ref = getattr(transformers, cls)(ref_config, _do_init=False)
+    return ref, to_flax_tree(ours.canonical_state_dict())
+
+
+@pytest.mark.parametrize("head", ["model", "ctc", "pretraining"])
+def test_matches_reference_flax(head):
+    config = small_config("stable", **NO_DROPOUT)
+    ours, _ = reference_pair(head, config)
+    ref, ref_params = reference_flax(head, ours)
+    x, mask = padded_batch((500, 380))
+    if head == "pretraining":
+        extra = head_inputs(head, config, x)
+        o = ours(x, mask, mask_time_indices=extra["mask_time_indices"])
+        r = ref(x, mask, mask_time_indices=extra["mask_time_indices"], params=ref_params)
+        close(o.projected_states, r.projected_states)
+        close(o.projected_quantized_states, r.projected_quantized_states)
+        return
+    o = ours(x, mask, output_hidden_states=True)
+    r = ref(x, mask, params=ref_params, output_hidden_states=True)
+    for ours_h, ref_h in zip(o.hidden_states, r.hidden_states):
+        close(ours_h, ref_h)
+    close(o.last_hidden_state if head == "model" else o.logits, r.last_hidden_state if head == "model" else r.logits)

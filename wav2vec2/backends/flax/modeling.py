@@ -1,0 +1,812 @@
+"""wav2vec 2.0 as pure flax.linen modules.
+
+Every block takes the one ``Wav2Vec2Config`` and a compute ``dtype`` (parameters stay float32).
+Randomness is explicit: dropout draws from the ``"dropout"`` rng stream, LayerDrop from
+``"layerdrop"`` and the Gumbel quantizer from ``"gumbel"``, and only when ``deterministic=False``.
+SpecAugment masks and pretraining negatives are inputs, computed by ``wav2vec2.spec``.
+
+Parameter names mirror the reference PyTorch state dict: a list element ``layers.3`` is the module
+``layers_3``; Dense and Conv weights are ``kernel`` ((in, out) and (kernel, in, out)), norm weights
+``scale``. ``weights.py`` maps this tree to and from the canonical layout.
+
+Blocks, in the order shared by every backend: ConvLayer, FeatureEncoder, FeatureProjection,
+PositionalConvEmbedding, Attention, FeedForward, AttnAdapterLayer, EncoderLayer,
+StableEncoderLayer, Encoder, AdapterLayer, Adapter, GumbelVectorQuantizer, TDNNLayer, then the body
+(Wav2Vec2Module) and the heads.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from ...config import Wav2Vec2Config
+
+Array = Any
+
+ACTIVATIONS = {
+    "gelu": partial(jax.nn.gelu, approximate=False),
+    "gelu_python": partial(jax.nn.gelu, approximate=False),
+    "gelu_new": partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+}
+
+# PyTorch hard-codes eps=1e-5 for the conv-stack norms and the adapter norms; the canonical model is
+# the PyTorch one, so these do not read config.layer_norm_eps.
+TORCH_NORM_EPS = 1e-5
+
+
+# ---------------------------------------------------------------------------------------- outputs
+@flax.struct.dataclass
+class Wav2Vec2BaseModelOutput:
+    last_hidden_state: Array = None
+    extract_features: Array = None
+    hidden_states: Optional[Tuple[Array, ...]] = None
+    attentions: Optional[Tuple[Array, ...]] = None
+
+
+@flax.struct.dataclass
+class CausalLMOutput:
+    loss: Optional[Array] = None
+    logits: Array = None
+    hidden_states: Optional[Tuple[Array, ...]] = None
+    attentions: Optional[Tuple[Array, ...]] = None
+
+
+@flax.struct.dataclass
+class SequenceClassifierOutput:
+    loss: Optional[Array] = None
+    logits: Array = None
+    hidden_states: Optional[Tuple[Array, ...]] = None
+    attentions: Optional[Tuple[Array, ...]] = None
+
+
+@flax.struct.dataclass
+class TokenClassifierOutput:
+    loss: Optional[Array] = None
+    logits: Array = None
+    hidden_states: Optional[Tuple[Array, ...]] = None
+    attentions: Optional[Tuple[Array, ...]] = None
+
+
+@flax.struct.dataclass
+class XVectorOutput:
+    loss: Optional[Array] = None
+    logits: Array = None
+    embeddings: Array = None
+    hidden_states: Optional[Tuple[Array, ...]] = None
+    attentions: Optional[Tuple[Array, ...]] = None
+
+
+@flax.struct.dataclass
+class Wav2Vec2ForPreTrainingOutput:
+    loss: Optional[Array] = None
+    projected_states: Array = None
+    projected_quantized_states: Array = None
+    codevector_perplexity: Array = None
+    hidden_states: Optional[Tuple[Array, ...]] = None
+    attentions: Optional[Tuple[Array, ...]] = None
+    contrastive_loss: Optional[Array] = None
+    diversity_loss: Optional[Array] = None
+
+
+# ------------------------------------------------------------------------------- initialisers
+# The reference's _init_weights, as distributions (not bit for bit).
+def dense_init(config):
+    return nn.initializers.normal(config.initializer_range)
+
+
+def uniform_init(bound: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # kaiming normal
+
+
+def conv_bias_init(fan_in: int):
+    return uniform_init(math.sqrt(1.0 / fan_in))
+
+
+def torch_linear_init(fan_in: int):
+    """PyTorch's default nn.Linear init (the reference resets the pretraining projections to it)."""
+    return uniform_init(math.sqrt(1.0 / fan_in))
+
+
+def layer_norm(epsilon: float, dtype, name: str) -> nn.LayerNorm:
+    # Two-pass variance, as PyTorch computes it: the one-pass form loses digits we test for.
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
+
+
+# ----------------------------------------------------------------------------- length helpers
+def conv_output_lengths(config: Wav2Vec2Config, input_lengths: Array, add_adapter: Optional[bool] = None) -> Array:
+    """wav2vec2.spec.lengths.feat_extract_output_lengths for traced integer arrays."""
+    add_adapter = config.add_adapter if add_adapter is None else add_adapter
+    lengths = input_lengths
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        lengths = (lengths - kernel) // stride + 1
+    if add_adapter:
+        for _ in range(config.num_adapter_layers):
+            lengths = (lengths - 1) // config.adapter_stride + 1
+    return lengths
+
+
+def frame_mask(config, attention_mask: Array, num_frames: int, add_adapter: Optional[bool] = None) -> Array:
+    """Valid output frames (batch, num_frames) from a sample-level mask (batch, samples)."""
+    lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1), add_adapter)
+    return jnp.arange(num_frames)[None, :] < lengths[:, None]
+
+
+# ---------------------------------------------------------------------------- feature encoder
+class ConvLayer(nn.Module):
+    """One conv of the feature encoder: conv, then (per feat_extract_norm) a norm, then activation."""
+
+    config: Wav2Vec2Config
+    layer_id: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # (batch, time, in) -> (batch, time', out)
+        config, i = self.config, self.layer_id
+        in_dim = config.conv_dim[i - 1] if i > 0 else 1
+        x = nn.Conv(
+            config.conv_dim[i],
+            kernel_size=(config.conv_kernel[i],),
+            strides=(config.conv_stride[i],),
+            padding="VALID",
+            use_bias=config.conv_bias,
+            dtype=self.dtype,
+            kernel_init=conv_kernel_init,
+            bias_init=conv_bias_init(in_dim * config.conv_kernel[i]),
+            name="conv",
+        )(x)
+        if config.feat_extract_norm == "layer":
+            x = layer_norm(TORCH_NORM_EPS, self.dtype, "layer_norm")(x)
+        elif i == 0:
+            # One group per channel: each channel is normalised over time (padding included).
+            x = nn.GroupNorm(
+                num_groups=config.conv_dim[0], epsilon=TORCH_NORM_EPS, dtype=self.dtype,
+                use_fast_variance=False, name="layer_norm",
+            )(x)
+        return ACTIVATIONS[config.feat_extract_activation](x)
+
+
+class FeatureEncoder(nn.Module):
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_values):  # (batch, samples) -> (batch, frames, conv_dim[-1])
+        x = input_values.astype(self.dtype)[:, :, None]
+        for i in range(self.config.num_feat_extract_layers):
+            x = ConvLayer(self.config, i, self.dtype, name=f"conv_layers_{i}")(x)
+        return x
+
+
+class FeatureProjection(nn.Module):
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, deterministic: bool):
+        config = self.config
+        normed = layer_norm(config.layer_norm_eps, self.dtype, "layer_norm")(features)
+        fan_in = config.conv_dim[-1]
+        hidden = nn.Dense(
+            config.hidden_size, dtype=self.dtype, kernel_init=uniform_init(math.sqrt(1 / fan_in)),
+            bias_init=uniform_init(math.sqrt(1 / fan_in)), name="projection",
+        )(normed)  # (batch, frames, hidden)
+        hidden = nn.Dropout(config.feat_proj_dropout)(hidden, deterministic)
+        # The quantizer needs the normalised, unprojected features.
+        return hidden, normed
+
+
+# --------------------------------------------------------------------------------------- encoder
+class WeightNormConv(nn.Module):
+    """Grouped conv whose weight is weight_g * weight_v / |weight_v|, the norm taken per kernel tap.
+
+    weight_v (C, C / groups, K) and weight_g (1, 1, K) keep the PyTorch layout.
+    """
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # (batch, frames, hidden) -> (batch, frames + 1 - K % 2, hidden)
+        channels = self.config.hidden_size
+        kernel = self.config.num_conv_pos_embeddings
+        groups = self.config.num_conv_pos_embedding_groups
+        weight_v = self.param(
+            "weight_v", nn.initializers.normal(2 * math.sqrt(1 / (kernel * channels))),
+            (channels, channels // groups, kernel),
+        )
+        weight_g = self.param("weight_g", lambda _: jnp.linalg.norm(weight_v, axis=(0, 1), keepdims=True))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        weight = weight_g * weight_v / jnp.linalg.norm(weight_v, axis=(0, 1), keepdims=True)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            weight.astype(self.dtype),
+            window_strides=(1,),
+            padding=[(kernel // 2, kernel // 2)],
+            dimension_numbers=("NWC", "OIW", "NWC"),
+            feature_group_count=groups,
+        )
+        return y + bias.astype(self.dtype)
+
+
+class PositionalConvEmbedding(nn.Module):
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # (batch, frames, hidden) -> same
+        y = WeightNormConv(self.config, self.dtype, name="conv")(x)
+        if self.config.num_conv_pos_embeddings % 2 == 0:
+            y = y[:, :-1]  # an even kernel with padding K // 2 yields one frame too many
+        return ACTIVATIONS[self.config.feat_extract_activation](y)
+
+
+class Attention(nn.Module):
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, output_attentions: bool = False):
+        """x: (batch, frames, hidden); key_mask: (batch, 1, 1, frames) bool, True on valid frames."""
+        config = self.config
+        batch, frames, _ = x.shape
+        heads, head_dim = config.num_attention_heads, config.head_dim
+        dense = partial(nn.Dense, config.hidden_size, dtype=self.dtype, kernel_init=dense_init(config))
+
+        def split_heads(t):  # (batch, frames, hidden) -> (batch, frames, heads, head_dim)
+            return t.reshape(batch, frames, heads, head_dim)
+
+        query = split_heads(dense(name="q_proj")(x)) * head_dim**-0.5
+        key = split_heads(dense(name="k_proj")(x))
+        value = split_heads(dense(name="v_proj")(x))
+
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)  # (batch, heads, q, k)
+        if key_mask is not None:
+            scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        dropped = nn.Dropout(config.attention_dropout)(weights, deterministic)
+
+        out = jnp.einsum("bhqk,bkhd->bqhd", dropped, value).reshape(batch, frames, config.hidden_size)
+        out = dense(name="out_proj")(out)
+        return out, (weights if output_attentions else None)
+
+
+class FeedForward(nn.Module):
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        config = self.config
+        init = dense_init(config)
+        x = nn.Dense(config.intermediate_size, dtype=self.dtype, kernel_init=init, name="intermediate_dense")(x)
+        x = ACTIVATIONS[config.hidden_act](x)
+        x = nn.Dropout(config.activation_dropout)(x, deterministic)
+        x = nn.Dense(config.hidden_size, dtype=self.dtype, kernel_init=init, name="output_dense")(x)
+        return nn.Dropout(config.hidden_dropout)(x, deterministic)
+
+
+class AttnAdapterLayer(nn.Module):
+    """MMS per-language adapter: a small residual bottleneck after each stable encoder layer."""
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        config = self.config
+        init = dense_init(config)
+        x = layer_norm(TORCH_NORM_EPS, self.dtype, "norm")(x)
+        x = nn.Dense(config.adapter_attn_dim, dtype=self.dtype, kernel_init=init, name="linear_1")(x)
+        x = jax.nn.relu(x)
+        return nn.Dense(config.hidden_size, dtype=self.dtype, kernel_init=init, name="linear_2")(x)
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer layer (wav2vec2-base style)."""
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, output_attentions: bool = False):
+        config = self.config
+        attended, weights = Attention(config, self.dtype, name="attention")(x, key_mask, deterministic, output_attentions)
+        x = x + nn.Dropout(config.hidden_dropout)(attended, deterministic)
+        x = layer_norm(config.layer_norm_eps, self.dtype, "layer_norm")(x)
+        x = x + FeedForward(config, self.dtype, name="feed_forward")(x, deterministic)
+        x = layer_norm(config.layer_norm_eps, self.dtype, "final_layer_norm")(x)
+        return x, weights
+
+
+class StableEncoderLayer(nn.Module):
+    """Pre-norm transformer layer (large-lv60, XLS-R, MMS), with the optional MMS adapter."""
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, output_attentions: bool = False):
+        config = self.config
+        normed = layer_norm(config.layer_norm_eps, self.dtype, "layer_norm")(x)
+        attended, weights = Attention(config, self.dtype, name="attention")(normed, key_mask, deterministic, output_attentions)
+        x = x + nn.Dropout(config.hidden_dropout)(attended, deterministic)
+        normed = layer_norm(config.layer_norm_eps, self.dtype, "final_layer_norm")(x)
+        x = x + FeedForward(config, self.dtype, name="feed_forward")(normed, deterministic)
+        if config.adapter_attn_dim is not None:
+            x = x + AttnAdapterLayer(config, self.dtype, name="adapter_layer")(x)
+        return x, weights
+
+
+class Encoder(nn.Module):
+    """Positional conv, then the transformer layers; post-norm or pre-norm per do_stable_layer_norm.
+
+    LayerDrop (training only) draws one uniform per layer from the "layerdrop" stream. The layer
+    still runs and its output is discarded, which keeps the computation static under jit.
+    """
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+    remat: bool = False  # rematerialise each layer in the backward pass (saves activation memory)
+
+    @nn.compact
+    def __call__(self, x, frames_valid, deterministic: bool, output_hidden_states: bool, output_attentions: bool):
+        config = self.config
+        key_mask = None
+        if frames_valid is not None:
+            x = jnp.where(frames_valid[:, :, None], x, 0)  # padding must not leak into the positional conv
+            key_mask = frames_valid[:, None, None, :]  # (batch, 1, 1, frames)
+
+        x = x + PositionalConvEmbedding(config, self.dtype, name="pos_conv_embed")(x)
+        final_norm = layer_norm(config.layer_norm_eps, self.dtype, "layer_norm")
+        if not config.do_stable_layer_norm:
+            x = final_norm(x)
+        x = nn.Dropout(config.hidden_dropout)(x, deterministic)
+
+        layer_class = StableEncoderLayer if config.do_stable_layer_norm else EncoderLayer
+        if self.remat:
+            layer_class = nn.remat(layer_class, static_argnums=(3, 4))  # deterministic, output_attentions
+        hidden_states, attentions = [], []
+        for i in range(config.num_hidden_layers):
+            if output_hidden_states:
+                hidden_states.append(x)
+            y, weights = layer_class(config, self.dtype, name=f"layers_{i}")(x, key_mask, deterministic, output_attentions)
+            if not deterministic and config.layerdrop > 0:
+                skip = jax.random.uniform(self.make_rng("layerdrop")) < config.layerdrop
+                y = jnp.where(skip, x, y)
+            x = y
+            attentions.append(weights)
+
+        if config.do_stable_layer_norm:
+            x = final_norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return (
+            x,
+            tuple(hidden_states) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+        )
+
+
+# --------------------------------------------------------------------------------- conv adapter
+class AdapterLayer(nn.Module):
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # (batch, frames, C) -> (batch, ceil(frames / stride), C)
+        config = self.config
+        width = config.output_hidden_size
+        x = nn.Conv(
+            2 * width, kernel_size=(config.adapter_kernel_size,), strides=(config.adapter_stride,),
+            padding=[(1, 1)], dtype=self.dtype, kernel_init=conv_kernel_init,
+            bias_init=conv_bias_init(width * config.adapter_kernel_size), name="conv",
+        )(x)
+        return nn.glu(x, axis=-1)
+
+
+class Adapter(nn.Module):
+    """Strided GLU convs after the encoder (add_adapter), with a projection if the width changes.
+
+    Unlike the reference, no adapter layer is ever dropped in training: dropping one changes the
+    output length, which the CTC input lengths (and jit) assume fixed.
+    """
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        config = self.config
+        if config.output_hidden_size != config.hidden_size:
+            x = nn.Dense(config.output_hidden_size, dtype=self.dtype, kernel_init=dense_init(config), name="proj")(x)
+            x = layer_norm(TORCH_NORM_EPS, self.dtype, "proj_layer_norm")(x)
+        for i in range(config.num_adapter_layers):
+            x = AdapterLayer(config, self.dtype, name=f"layers_{i}")(x)
+        return x
+
+
+# ------------------------------------------------------------------------------------ quantizer
+class GumbelVectorQuantizer(nn.Module):
+    """Product quantizer: per group, pick one of num_codevectors_per_group codevectors.
+
+    Training (deterministic=False): straight-through Gumbel-softmax with noise from the "gumbel"
+    stream at the given temperature. Evaluation: the argmax codevector.
+    """
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, mask_time_indices, temperature, deterministic: bool):
+        """features (batch, frames, conv_dim[-1]) -> codevectors (batch, frames, codevector_dim), perplexity."""
+        config = self.config
+        groups, per_group = config.num_codevector_groups, config.num_codevectors_per_group
+        codebook = self.param(
+            "codevectors", nn.initializers.uniform(1.0), (1, groups * per_group, config.codevector_dim // groups)
+        )
+        logits = nn.Dense(
+            groups * per_group, dtype=self.dtype, kernel_init=nn.initializers.normal(1.0), name="weight_proj"
+        )(features)
+        batch, frames, _ = features.shape
+        logits = logits.reshape(batch * frames, groups, per_group).astype(jnp.float32)
+
+        if deterministic:
+            probs = jax.nn.one_hot(jnp.argmax(logits, axis=-1), per_group, dtype=jnp.float32)
+            perplexity = self.perplexity(probs, mask_time_indices)
+        else:
+            gumbels = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, jnp.float32)
+            soft = jax.nn.softmax((logits + gumbels) / temperature, axis=-1)
+            hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), per_group, dtype=jnp.float32)
+            probs = hard - jax.lax.stop_gradient(soft) + soft  # straight-through estimator
+            perplexity = self.perplexity(jax.nn.softmax(logits, axis=-1), mask_time_indices)
+
+        codebook = codebook.reshape(groups, per_group, -1).astype(self.dtype)
+        codevectors = jnp.einsum("ngv,gvd->ngd", probs.astype(self.dtype), codebook)
+        return codevectors.reshape(batch, frames, -1), perplexity
+
+    @staticmethod
+    def perplexity(probs, mask):
+        """Sum over groups of exp(entropy of the mean code distribution over (masked) frames)."""
+        if mask is None:
+            marginal = probs.mean(axis=0)
+        else:
+            mask = mask.reshape(-1, 1, 1).astype(probs.dtype)
+            marginal = (probs * mask).sum(axis=0) / mask.sum()
+        return jnp.exp(-jnp.sum(marginal * jnp.log(marginal + 1e-7), axis=-1)).sum()
+
+
+# --------------------------------------------------------------------------------------- x-vector
+class TDNNLayer(nn.Module):
+    """Dilated conv written as a Linear over `kernel` frames stacked side by side (the PyTorch layout)."""
+
+    config: Wav2Vec2Config
+    layer_id: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):  # (batch, frames, in) -> (batch, frames - dilation * (kernel - 1), out)
+        config, i = self.config, self.layer_id
+        kernel, dilation = config.tdnn_kernel[i], config.tdnn_dilation[i]
+        out_frames = x.shape[1] - dilation * (kernel - 1)
+        stacked = jnp.concatenate([x[:, j * dilation : j * dilation + out_frames] for j in range(kernel)], axis=-1)
+        y = nn.Dense(config.tdnn_dim[i], dtype=self.dtype, kernel_init=dense_init(config), name="kernel")(stacked)
+        return jax.nn.relu(y)
+
+
+# ----------------------------------------------------------------------------------------- losses
+def ctc_loss(logits, frame_lengths, labels, blank: int, reduction: str, zero_infinity: bool):
+    """PyTorch's F.ctc_loss on (batch, frames, vocab) logits, labels padded with negative values.
+
+    "mean" divides each utterance's loss by its target length (at least 1), then averages; "sum"
+    adds; "none" returns one loss per utterance. Infeasible alignments give inf, or 0 with
+    zero_infinity. Runs in float32 whatever the compute dtype.
+    """
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    frame_paddings = (jnp.arange(logits.shape[1])[None, :] >= frame_lengths[:, None]).astype(jnp.float32)
+    # Move the valid labels to the front (PyTorch selects labels >= 0 wherever they are).
+    valid = labels >= 0
+    order = jnp.argsort(~valid, axis=-1, stable=True)
+    valid = jnp.take_along_axis(valid, order, axis=-1)
+    labels = jnp.where(valid, jnp.take_along_axis(labels, order, axis=-1), 0)
+    losses = optax.ctc_loss(log_probs, frame_paddings, labels, (~valid).astype(jnp.float32), blank_id=blank)
+
+    # optax floors log-probabilities at log_epsilon instead of -inf: flag infeasible targets ourselves.
+    # A target needs one frame per label plus one blank between each pair of repeated labels.
+    target_lengths = valid.sum(-1)
+    repeats = (valid[:, 1:] & (labels[:, 1:] == labels[:, :-1])).sum(-1)
+    infeasible = frame_lengths < target_lengths + repeats
+    losses = jnp.where(infeasible, 0.0 if zero_infinity else jnp.inf, losses)
+
+    if reduction == "mean":
+        return (losses / jnp.maximum(target_lengths, 1)).mean()
+    if reduction == "sum":
+        return losses.sum()
+    return losses
+
+
+def cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+
+
+def am_softmax_loss(embeddings, weight, labels, scale: float = 30.0, margin: float = 0.4):
+    """Additive-margin softmax on cosine logits (the x-vector objective)."""
+    weight = weight / jnp.maximum(jnp.linalg.norm(weight, axis=0, keepdims=True), 1e-12)
+    embeddings = embeddings.astype(jnp.float32)
+    embeddings = embeddings / jnp.maximum(jnp.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    cos_theta = embeddings @ weight  # (batch, num_labels)
+    target = jax.nn.one_hot(labels, weight.shape[1], dtype=bool)
+    logits = scale * jnp.where(target, cos_theta - margin, cos_theta)
+    return cross_entropy(logits, labels)
+
+
+def contrastive_loss(projected, quantized, negative_indices, mask_time_indices, temperature: float):
+    """Sum over masked frames of -log softmax(cos(c_t, [q_t, negatives]) / temperature)[positive].
+
+    projected, quantized: (batch, frames, dim); negative_indices: (batch, frames, num_negatives)
+    into the flattened batch * frames. A negative equal to its positive is left out (logit -inf).
+    """
+    batch, frames, dim = quantized.shape
+    projected, quantized = projected.astype(jnp.float32), quantized.astype(jnp.float32)
+    negatives = quantized.reshape(-1, dim)[negative_indices.reshape(-1)].reshape(batch, frames, -1, dim)
+    candidates = jnp.concatenate([quantized[:, :, None], negatives], axis=2)  # (batch, frames, 1 + K, dim)
+
+    dots = jnp.einsum("btd,btkd->btk", projected, candidates)
+    norms = jnp.linalg.norm(projected, axis=-1)[:, :, None] * jnp.linalg.norm(candidates, axis=-1)
+    logits = dots / jnp.maximum(norms, 1e-8) / temperature
+
+    negative_is_positive = jnp.all(negatives == quantized[:, :, None], axis=-1)
+    logits = logits.at[:, :, 1:].set(jnp.where(negative_is_positive, -jnp.inf, logits[:, :, 1:]))
+    nll = -jax.nn.log_softmax(logits, axis=-1)[:, :, 0]
+    return jnp.where(mask_time_indices, nll, 0.0).sum()
+
+
+# ------------------------------------------------------------------------------------------- body
+def _stop_gradient(tree):
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, tree)
+
+
+class Wav2Vec2Module(nn.Module):
+    """The bare model: conv feature encoder, projection, SpecAugment, transformer, conv adapter.
+
+    freeze_feature_encoder stops gradients at the conv parameters (inputs still get gradients);
+    gradient_checkpointing rematerialises each encoder layer in the backward pass.
+    """
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+    freeze_feature_encoder: bool = False
+    gradient_checkpointing: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        input_values,
+        attention_mask=None,
+        mask_time_indices=None,
+        mask_feature_indices=None,
+        deterministic: bool = True,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> Wav2Vec2BaseModelOutput:
+        config = self.config
+        masked_spec_embed = None
+        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+            masked_spec_embed = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (config.hidden_size,))
+
+        feature_encoder = FeatureEncoder
+        if self.freeze_feature_encoder:
+            feature_encoder = nn.map_variables(FeatureEncoder, "params", trans_in_fn=_stop_gradient, init=True)
+        features = feature_encoder(config, self.dtype, name="feature_extractor")(input_values)
+
+        frames_valid = None
+        if attention_mask is not None:
+            frames_valid = frame_mask(config, attention_mask, features.shape[1], add_adapter=False)
+
+        hidden, features = FeatureProjection(config, self.dtype, name="feature_projection")(features, deterministic)
+        if config.apply_spec_augment:
+            if mask_time_indices is not None:
+                hidden = jnp.where(mask_time_indices[:, :, None], masked_spec_embed.astype(self.dtype), hidden)
+            if mask_feature_indices is not None:
+                hidden = jnp.where(mask_feature_indices[:, None, :], 0, hidden)
+
+        hidden, hidden_states, attentions = Encoder(
+            config, self.dtype, remat=self.gradient_checkpointing, name="encoder"
+        )(hidden, frames_valid, deterministic, output_hidden_states, output_attentions)
+        if config.add_adapter:
+            hidden = Adapter(config, self.dtype, name="adapter")(hidden)
+        return Wav2Vec2BaseModelOutput(
+            last_hidden_state=hidden, extract_features=features, hidden_states=hidden_states, attentions=attentions
+        )
+
+
+# ------------------------------------------------------------------------------------------ heads
+class HeadModule(nn.Module):
+    """Fields and helpers shared by the heads; the body lives under "wav2vec2"."""
+
+    config: Wav2Vec2Config
+    dtype: Any = jnp.float32
+    freeze_feature_encoder: bool = False
+    freeze_base_model: bool = False
+    gradient_checkpointing: bool = False
+
+    @nn.nowrap
+    def base_model(self) -> Wav2Vec2Module:
+        return Wav2Vec2Module(
+            self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, name="wav2vec2"
+        )
+
+    def run_base_model(self, input_values, attention_mask, deterministic, output_hidden_states,
+                       output_attentions, mask_time_indices=None, mask_feature_indices=None):
+        base_model = self.base_model()
+        if self.freeze_base_model:
+            base_model = nn.map_variables(
+                Wav2Vec2Module, "params", trans_in_fn=_stop_gradient, init=True
+            )(self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, name="wav2vec2")
+        return base_model(
+            input_values, attention_mask, mask_time_indices, mask_feature_indices, deterministic,
+            output_hidden_states, output_attentions,
+        )
+
+    def pooled_layers(self, outputs):
+        """The last hidden state, or a learned softmax-weighted sum of all hidden states."""
+        if not self.config.use_weighted_layer_sum:
+            return outputs.last_hidden_state
+        num_layers = self.config.num_hidden_layers + 1  # transformer layers + their input
+        layer_weights = self.param("layer_weights", nn.initializers.constant(1 / num_layers), (num_layers,))
+        stacked = jnp.stack(outputs.hidden_states, axis=0)  # (layers, batch, frames, hidden)
+        return jnp.einsum("l,lbth->bth", jax.nn.softmax(layer_weights).astype(self.dtype), stacked)
+
+
+class Wav2Vec2ForCTCModule(HeadModule):
+    @nn.compact
+    def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 mask_time_indices=None, mask_feature_indices=None) -> CausalLMOutput:
+        config = self.config
+        outputs = self.run_base_model(input_values, attention_mask, deterministic, output_hidden_states,
+                                      output_attentions, mask_time_indices, mask_feature_indices)
+        hidden = nn.Dropout(config.final_dropout)(outputs.last_hidden_state, deterministic)
+        logits = nn.Dense(config.vocab_size, dtype=self.dtype, kernel_init=dense_init(config), name="lm_head")(hidden)
+
+        loss = None
+        if labels is not None:
+            if attention_mask is None:
+                attention_mask = jnp.ones(input_values.shape, dtype=jnp.int32)
+            frame_lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
+            loss = ctc_loss(logits, frame_lengths, labels, config.pad_token_id, config.ctc_loss_reduction,
+                            config.ctc_zero_infinity)
+        return CausalLMOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+
+
+class Wav2Vec2ForSequenceClassificationModule(HeadModule):
+    @nn.compact
+    def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 mask_time_indices=None, mask_feature_indices=None) -> SequenceClassifierOutput:
+        config = self.config
+        outputs = self.run_base_model(input_values, attention_mask, deterministic,
+                                      output_hidden_states or config.use_weighted_layer_sum, output_attentions,
+                                      mask_time_indices, mask_feature_indices)
+        hidden = self.pooled_layers(outputs)
+        init = dense_init(config)
+        hidden = nn.Dense(config.classifier_proj_size, dtype=self.dtype, kernel_init=init, name="projector")(hidden)
+        if attention_mask is None:
+            pooled = hidden.mean(axis=1)
+        else:  # mean over the valid frames only
+            valid = frame_mask(config, attention_mask, hidden.shape[1])[:, :, None]
+            pooled = jnp.where(valid, hidden, 0).sum(axis=1) / valid.sum(axis=1)
+        logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=init, name="classifier")(pooled)
+        loss = None if labels is None else cross_entropy(logits, labels.reshape(-1))
+        return SequenceClassifierOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
+                                        outputs.attentions)
+
+
+class Wav2Vec2ForAudioFrameClassificationModule(HeadModule):
+    @nn.compact
+    def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 mask_time_indices=None, mask_feature_indices=None) -> TokenClassifierOutput:
+        config = self.config
+        outputs = self.run_base_model(input_values, attention_mask, deterministic,
+                                      output_hidden_states or config.use_weighted_layer_sum, output_attentions,
+                                      mask_time_indices, mask_feature_indices)
+        hidden = self.pooled_layers(outputs)
+        logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=dense_init(config), name="classifier")(hidden)
+        loss = None
+        if labels is not None:
+            # labels: (batch, frames, num_labels) scores; the target is their argmax (as the reference).
+            targets = jnp.argmax(labels.reshape(-1, config.num_labels), axis=-1)
+            loss = cross_entropy(logits.reshape(-1, config.num_labels), targets)
+        return TokenClassifierOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
+                                     outputs.attentions)
+
+
+class Wav2Vec2ForXVectorModule(HeadModule):
+    @nn.compact
+    def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 mask_time_indices=None, mask_feature_indices=None) -> XVectorOutput:
+        config = self.config
+        objective_weight = self.param(
+            "objective", lambda key, shape: {"weight": jax.random.normal(key, shape)},
+            (config.xvector_output_dim, config.num_labels),
+        )["weight"]
+        outputs = self.run_base_model(input_values, attention_mask, deterministic,
+                                      output_hidden_states or config.use_weighted_layer_sum, output_attentions,
+                                      mask_time_indices, mask_feature_indices)
+        hidden = self.pooled_layers(outputs)
+        init = dense_init(config)
+        hidden = nn.Dense(config.tdnn_dim[0], dtype=self.dtype, kernel_init=init, name="projector")(hidden)
+        for i in range(len(config.tdnn_dim)):
+            hidden = TDNNLayer(config, i, self.dtype, name=f"tdnn_{i}")(hidden)
+
+        # Statistics pooling over the valid frames: mean and unbiased standard deviation.
+        hidden = hidden.astype(jnp.float32)
+        if attention_mask is None:
+            lengths = jnp.full((hidden.shape[0],), hidden.shape[1])
+        else:
+            lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
+            lengths = lengths - sum(d * (k - 1) for k, d in zip(config.tdnn_kernel, config.tdnn_dilation))
+        valid = (jnp.arange(hidden.shape[1])[None, :] < lengths[:, None])[:, :, None]
+        mean = jnp.where(valid, hidden, 0).sum(1) / lengths[:, None]
+        variance = jnp.where(valid, (hidden - mean[:, None]) ** 2, 0).sum(1) / (lengths[:, None] - 1)
+        statistics = jnp.concatenate([mean, jnp.sqrt(variance)], axis=-1).astype(self.dtype)
+
+        embeddings = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="feature_extractor")(statistics)
+        logits = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="classifier")(embeddings)
+        loss = None if labels is None else am_softmax_loss(logits, objective_weight, labels.reshape(-1))
+        return XVectorOutput(loss, logits, embeddings, outputs.hidden_states if output_hidden_states else None,
+                             outputs.attentions)
+
+
+class Wav2Vec2ForPreTrainingModule(HeadModule):
+    @nn.compact
+    def __call__(self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
+                 gumbel_temperature=2.0, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False, mask_feature_indices=None) -> Wav2Vec2ForPreTrainingOutput:
+        config = self.config
+        outputs = self.run_base_model(input_values, attention_mask, deterministic, output_hidden_states,
+                                      output_attentions, mask_time_indices, mask_feature_indices)
+        projected = nn.Dense(
+            config.proj_codevector_dim, dtype=self.dtype, kernel_init=torch_linear_init(config.hidden_size),
+            bias_init=torch_linear_init(config.hidden_size), name="project_hid",
+        )(outputs.last_hidden_state)
+
+        features = nn.Dropout(config.feat_quantizer_dropout)(outputs.extract_features, deterministic)
+        quantized, perplexity = GumbelVectorQuantizer(config, self.dtype, name="quantizer")(
+            features, mask_time_indices, gumbel_temperature, deterministic
+        )
+        quantized = nn.Dense(
+            config.proj_codevector_dim, dtype=self.dtype, kernel_init=torch_linear_init(config.codevector_dim),
+            bias_init=torch_linear_init(config.codevector_dim), name="project_q",
+        )(quantized)
+
+        loss = contrastive = diversity = None
+        if sampled_negative_indices is not None:
+            contrastive = contrastive_loss(projected, quantized, sampled_negative_indices, mask_time_indices,
+                                           config.contrastive_logits_temperature)
+            num_codevectors = config.num_codevectors_per_group * config.num_codevector_groups
+            diversity = (num_codevectors - perplexity) / num_codevectors * mask_time_indices.sum()
+            loss = contrastive + config.diversity_loss_weight * diversity
+        return Wav2Vec2ForPreTrainingOutput(
+            loss, projected, quantized, perplexity, outputs.hidden_states, outputs.attentions, contrastive, diversity
+        )
