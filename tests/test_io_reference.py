@@ -191,3 +191,52 @@ def test_half_precision_dtypes_survive(tmp_path):
         back = read_state_dict(tmp_path / format)
         assert back["b"].dtype == state["b"].dtype and back["a"].dtype == np.float16
         np.testing.assert_array_equal(back["a"], state["a"])
+
+
+def test_long_h5_attributes_are_chunked_as_keras_does(tmp_path):
+    """Deep models list more weight names than one HDF5 attribute holds (64 KiB)."""
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("tf_keras")
+    from transformers.modeling_tf_utils import load_attributes_from_hdf5_group
+
+    config = small_config("stable", num_hidden_layers=60, hidden_size=4, num_attention_heads=1,
+                          intermediate_size=4, num_conv_pos_embedding_groups=1, conv_dim=(4, 4, 4))
+    state = {k: np.zeros(s, np.float32) for k, s in names.canonical_shapes(config, "ctc").items()}
+    write_state_dict(state, tmp_path, format="tensorflow")
+    with h5py.File(tmp_path / "tf_model.h5") as f:
+        group = f["wav2vec2"]
+        assert "weight_names" not in group.attrs and "weight_names1" in group.attrs
+        # the reference's own attribute reader sees every name, in order
+        expected = [n for n in names.to_tf_weights(state) if n.startswith("wav2vec2/")]
+        assert [n.split("/", 1)[1] for n in load_attributes_from_hdf5_group(group, "weight_names")] == expected
+    assert_states_equal(read_state_dict(tmp_path), state)
+
+
+def test_mms_adapter_files_both_ways(tmp_path):
+    from safetensors.torch import save_file
+
+    from wav2vec2.io import read_adapter, write_adapter
+
+    config = small_config("stable", adapter_attn_dim=3)
+    torch.manual_seed(6)
+    model = transformers.Wav2Vec2ForCTC(reference_config(config)).eval()
+    model.save_pretrained(tmp_path)
+    # theirs -> ours
+    save_file({k: v.detach().contiguous() for k, v in model._get_adapters().items()}, str(tmp_path / "adapter.abc.safetensors"))
+    adapter = read_adapter(tmp_path, "abc")
+    assert {k: v.shape for k, v in adapter.items()} == names.adapter_shapes(config)
+    expected = torch_state(model)
+    for key, value in adapter.items():
+        np.testing.assert_array_equal(value, expected[key])
+    # ours -> theirs: a new language with other adapter weights and a bigger vocabulary
+    rng = np.random.default_rng(7)
+    other = {k: rng.standard_normal(s).astype(np.float32)
+             for k, s in names.adapter_shapes(config.replace(vocab_size=20)).items()}
+    write_adapter({**expected, **other}, tmp_path, "xyz")
+    loaded = transformers.Wav2Vec2ForCTC.from_pretrained(tmp_path)
+    loaded.load_adapter("xyz")
+    got = torch_state(loaded)
+    for key, value in other.items():
+        np.testing.assert_array_equal(got[key], value)
+    with pytest.raises(FileNotFoundError, match=r"adapter\.fra\.safetensors"):
+        read_adapter(tmp_path, "fra")

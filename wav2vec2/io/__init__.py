@@ -5,11 +5,13 @@
 - ``write_state_dict(state, directory, format=..., max_shard_size=None)``: one format's file(s), atomically;
 - ``match_state_dict(state, expected_shapes) -> LoadReport``: fit a checkpoint to a model's keys;
 - ``read_fairseq(path) -> (Wav2Vec2Config, state)``;
+- ``read_adapter(path_or_repo_id, target_lang)`` / ``write_adapter(state, directory, target_lang)``: MMS
+  per-language adapter files;
 - ``resolve_file``: a local directory or a hub repo id to a file on disk.
 
 No deep-learning framework is imported: torch checkpoints are read with a restricted unpickler.
 """
-from .checkpoint import FORMATS, WEIGHT_FILES, read_state_dict, write_state_dict
+from .checkpoint import FORMATS, WEIGHT_FILES, read_adapter, read_state_dict, write_adapter, write_state_dict
 from .fairseq import read_fairseq
 from .hub import resolve_file
 from .matching import LoadReport, match_state_dict
@@ -19,8 +21,10 @@ __all__ = [
     "WEIGHT_FILES",
     "LoadReport",
     "match_state_dict",
+    "read_adapter",
     "read_fairseq",
     "read_state_dict",
     "resolve_file",
+    "write_adapter",
     "write_state_dict",
 ]

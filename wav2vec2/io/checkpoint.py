@@ -207,3 +207,41 @@ def write_state_dict(state, directory, format: str = "safetensors", max_shard_si
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [directory / name for name in written]
+
+
+# ------------------------------------------------------------------------------ MMS adapter files
+ADAPTER_FILES = ("adapter.{}.safetensors", "adapter.{}.bin")
+
+
+def read_adapter(path_or_repo_id, target_lang: str, **hub_kwargs) -> Dict[str, np.ndarray]:
+    """The per-language adapter weights (``adapter.{target_lang}.safetensors`` or ``.bin``) of an MMS
+    checkpoint: ``wav2vec2.encoder.layers.N.adapter_layer.*`` and ``lm_head.*``."""
+    for pattern in ADAPTER_FILES:
+        found = resolve_file(path_or_repo_id, pattern.format(target_lang), required=False, **hub_kwargs)
+        if found is not None:
+            return _read_single(Path(found))
+    looked_for = ", ".join(p.format(target_lang) for p in ADAPTER_FILES)
+    raise FileNotFoundError(f"{path_or_repo_id}: no adapter for language {target_lang!r}; looked for {looked_for}")
+
+
+def write_adapter(state, directory, target_lang: str, format: str = "safetensors") -> Path:
+    """Write the adapter part of a canonical ``ctc`` state (attention adapters and ``lm_head``) as
+    ``adapter.{target_lang}.safetensors`` (or ``.bin`` with format="pytorch"), atomically."""
+    if format not in ("safetensors", "pytorch"):
+        raise ValueError(f"adapter files are safetensors or pytorch, not {format!r}")
+    adapter = {k: np.asarray(v) for k, v in state.items() if ".adapter_layer." in k or k.startswith("lm_head.")}
+    if not any(".adapter_layer." in k for k in adapter):
+        raise ValueError("the state has no attention adapter weights (keys with '.adapter_layer.')")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    filename = ADAPTER_FILES[format == "pytorch"].format(target_lang)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-adapter-", delete=False) as tmp:
+        pass
+    try:
+        writer = safetensors_file.write_safetensors if format == "safetensors" else torch_pickle.write_bin
+        writer(adapter, tmp.name)
+        os.replace(tmp.name, directory / filename)
+    finally:
+        if os.path.exists(tmp.name):
+            os.unlink(tmp.name)
+    return directory / filename

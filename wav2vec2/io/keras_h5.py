@@ -35,7 +35,9 @@ def _read_attribute(node, name):
 
 def _write_attribute(node, name, values):
     data = np.array([v.encode("utf-8") for v in values])
-    chunks = max(1, -(-data.nbytes // _ATTRIBUTE_LIMIT))
+    chunks = 1
+    while any(part.nbytes > _ATTRIBUTE_LIMIT for part in np.array_split(data, chunks)):
+        chunks += 1
     if chunks == 1:
         node.attrs[name] = data
     else:
@@ -59,7 +61,10 @@ def read_tf_weights(path) -> Dict[str, np.ndarray]:
                     weights[layer_name] = node[()]
                     continue
                 for weight_name in _read_attribute(node, "weight_names"):
-                    weights[weight_name.split("/", 1)[1]] = node[weight_name][()]
+                    scope, _, name = weight_name.partition("/")
+                    if not name:
+                        raise ValueError(f"{path}: weight name {weight_name!r} has no scope component")
+                    weights[name] = node[weight_name][()]
             return weights
     except (OSError, KeyError) as e:
         raise ValueError(f"{path}: corrupt or truncated HDF5 weights file ({e})") from None

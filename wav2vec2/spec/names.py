@@ -170,6 +170,13 @@ def head_keys(config, head: str) -> frozenset:
     return frozenset(head_shapes(config, head))
 
 
+def adapter_shapes(config) -> Shapes:
+    """Keys and shapes of an MMS adapter file ``adapter.{lang}.safetensors``: every attention adapter
+    of a ``ctc`` model plus its ``lm_head`` (a language brings its own vocabulary)."""
+    shapes = canonical_shapes(config, "ctc")
+    return {k: v for k, v in shapes.items() if ".adapter_layer." in k or k.startswith("lm_head.")}
+
+
 def head_of_key(key: str) -> Optional[str]:
     """The first head whose own parameters include ``key`` (a name outside ``wav2vec2.``), else None."""
     if key.startswith(BODY_PREFIX):
