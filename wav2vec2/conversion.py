@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import Wav2Vec2Config
 from .io import match_state_dict, read_fairseq, read_state_dict, write_state_dict
-from .spec.names import canonical_shapes
+from .spec.names import OPTIONAL_BODY_KEYS, canonical_shapes
 
 FORMATS = ("safetensors", "pytorch", "tensorflow", "flax")
 
@@ -53,12 +53,15 @@ def convert(src, dst, to: str = "safetensors", *, overwrite: bool = False, max_s
     report = match_state_dict(state, canonical_shapes(config, head))
     if report.missing:
         raise ValueError(f"{src_str}: weights missing for a {head!r} checkpoint: {sorted(report.missing)}")
+    strays = [k for k in report.discarded if k.removeprefix("wav2vec2.") not in OPTIONAL_BODY_KEYS]
+    if strays:
+        raise ValueError(f"{src_str}: keys that do not belong to a {head!r} checkpoint: {sorted(strays)}")
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         config.save_pretrained(staging)
-        write_state_dict(report.state, staging, format=to, max_shard_size=max_shard_size)
+        write_state_dict(state, staging, format=to, max_shard_size=max_shard_size)
         if side_dir is not None:
             _copy_side_files(side_dir, staging, hub_kwargs)
         if dst.exists():
