@@ -178,3 +178,22 @@ def test_parse_conv_layers():
     )
     with pytest.raises(ValueError, match="conv_feature_layers"):
         parse_conv_layers("__import__('os').system('true')")
+
+
+def test_settings_that_do_not_fit_the_weights_are_an_error(tmp_path):
+    config = small_config("base")
+    _, expected = reference_state(config, "pretraining")
+    settings = model_settings(config)
+    settings["encoder_ffn_embed_dim"] = 24  # the weights say 20
+    path = tmp_path / "mismatch.pt"
+    torch.save({"model": to_fairseq(expected, False, finetuned=False), "args": argparse.Namespace(**settings)}, path)
+    with pytest.raises(ValueError, match=r"mismatch\.pt.*fc1|mismatch\.pt.*intermediate_dense\.weight: expected \(24, 16\), got \(20, 16\)"):
+        read_fairseq(path)
+
+
+def test_finetuned_checkpoint_without_pretraining_settings_is_an_error(tmp_path):
+    path = tmp_path / "ft.pt"
+    torch.save({"model": {"w2v_encoder.proj.weight": torch.zeros(3, 4)},
+                "args": argparse.Namespace(arch="wav2vec_ctc", w2v_path="/somewhere/wav2vec_small.pt")}, path)
+    with pytest.raises(ValueError, match=r"ft\.pt.*w2v_args"):
+        read_fairseq(path)

@@ -16,6 +16,7 @@ import numpy as np
 from ..config import Wav2Vec2Config
 from ..spec import names
 from . import torch_pickle
+from .matching import match_state_dict
 
 
 # ----------------------------------------------------------------------------- config containers
@@ -80,6 +81,9 @@ def _model_settings(checkpoint: dict) -> Tuple[dict, dict]:
         w2v_args = plain(w2v_args)
         pretrained = w2v_args.get("model", w2v_args)
         return pretrained, model
+    if model.get("w2v_path") or model.get("_name", model.get("arch")) == "wav2vec_ctc":
+        raise ValueError("fine-tuned checkpoint without the pretraining settings (w2v_args); "
+                         "the encoder's shape cannot be known")
     return model, {}
 
 
@@ -162,4 +166,10 @@ def from_checkpoint(checkpoint, path) -> Tuple[Wav2Vec2Config, Dict[str, np.ndar
     if not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
         # With masking off the reference builds no mask embedding; fairseq keeps one regardless.
         state.pop(names.BODY_PREFIX + "masked_spec_embed", None)
+    # The weights must fit the config read from the settings; a mismatch names the key.
+    head = "ctc" if "lm_head.weight" in state else "pretraining"
+    try:
+        match_state_dict(state, names.canonical_shapes(config, head))
+    except ValueError as e:
+        raise ValueError(f"{path}: the weights do not fit the checkpoint's own settings: {e}") from None
     return config, state

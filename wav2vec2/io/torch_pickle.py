@@ -113,12 +113,18 @@ _TENSOR_GLOBALS = {
     ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage"),
 }
 
+def _plain_codec(encoding: str) -> str:
+    if encoding.lower().replace("-", "") not in ("latin1", "utf8", "ascii"):
+        raise ValueError(f"refusing to decode pickled bytes with codec {encoding!r}")
+    return encoding
+
+
 # What a fairseq checkpoint adds around the state dict: argparse args, NumPy scalars in its training
 # state. Classes from these module roots become inert stand-ins.
 _FAIRSEQ_GLOBALS = {
     ("argparse", "Namespace"): argparse.Namespace,
     ("collections", "defaultdict"): collections.defaultdict,
-    ("_codecs", "encode"): lambda text, encoding="utf-8": str(text).encode(encoding),  # protocol-2 bytes
+    ("_codecs", "encode"): lambda text, encoding="latin1": str(text).encode(_plain_codec(encoding)),  # protocol-2 bytes
     ("numpy.core.multiarray", "scalar"): lambda dtype, data=b"": np.frombuffer(data, dtype=dtype)[0],
     ("numpy._core.multiarray", "scalar"): lambda dtype, data=b"": np.frombuffer(data, dtype=dtype)[0],
     ("numpy", "dtype"): lambda name, *_: np.dtype(name),

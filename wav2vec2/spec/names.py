@@ -335,8 +335,8 @@ def from_flax_tree(tree) -> Dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------ fairseq
 # fairseq names -> canonical names (with the ``wav2vec2.`` body prefix). Fine-tuned checkpoints nest the
 # body under ``w2v_encoder.w2v_model.``. Keys are matched in full; the first matching rule wins.
-_FT = r"(?:w2v_encoder\.w2v_model\.)?"
-_B = BODY_PREFIX
+_FT = r"(?:w2v_encoder\.w2v_model\.)?"  # optional fine-tuned prefix
+_B = BODY_PREFIX  # canonical body prefix
 FAIRSEQ_RULES = (
     # conv layer i is Sequential(conv, dropout, norm, gelu): the conv itself
     (_FT + r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", _B + r"feature_extractor.conv_layers.\1.conv.\2"),
