@@ -648,19 +648,14 @@ class HeadModule(nn.Module):
     freeze_base_model: bool = False
     gradient_checkpointing: bool = False
 
-    @nn.nowrap
-    def base_model(self) -> Wav2Vec2Module:
-        return Wav2Vec2Module(
-            self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, name="wav2vec2"
-        )
-
     def run_base_model(self, input_values, attention_mask, deterministic, output_hidden_states,
                        output_attentions, mask_time_indices=None, mask_feature_indices=None):
-        base_model = self.base_model()
+        base_model_class = Wav2Vec2Module
         if self.freeze_base_model:
-            base_model = nn.map_variables(
-                Wav2Vec2Module, "params", trans_in_fn=_stop_gradient, init=True
-            )(self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, name="wav2vec2")
+            base_model_class = nn.map_variables(Wav2Vec2Module, "params", trans_in_fn=_stop_gradient, init=True)
+        base_model = base_model_class(
+            self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, name="wav2vec2"
+        )
         return base_model(
             input_values, attention_mask, mask_time_indices, mask_feature_indices, deterministic,
             output_hidden_states, output_attentions,

@@ -241,27 +241,30 @@ class Wav2Vec2PreTrainedModel:
     def load_adapter(self, target_lang: str, path_or_repo_id=None, **hub_kwargs):
         """Load the MMS adapter weights of one language (and its lm_head, resizing the vocabulary)."""
         from ... import io
-        from ...io.hub import resolve_file
 
         if self.config.adapter_attn_dim is None:
             raise ValueError(f"cannot load adapter {target_lang!r}: config.adapter_attn_dim is not set")
         source = path_or_repo_id or self.name_or_path
         if source is None:
             raise ValueError("load_adapter needs path_or_repo_id (the model was not loaded with from_pretrained)")
-        path = resolve_file(source, f"adapter.{target_lang}.safetensors", required=False, **hub_kwargs)
-        if path is None:
-            path = resolve_file(source, f"adapter.{target_lang}.bin", **hub_kwargs)
-        adapter = io.read_state_dict(path)
+        adapter = io.read_adapter(source, target_lang, **hub_kwargs)
+        if self.head != "ctc":  # only the CTC head has an lm_head to swap
+            adapter = {k: v for k, v in adapter.items() if not k.startswith("lm_head.")}
+        if self.head == "model":
+            adapter = {k.removeprefix("wav2vec2."): v for k, v in adapter.items()}
 
         state = self.canonical_state_dict()
-        unknown = sorted(k for k in adapter if k not in state and not k.startswith("lm_head."))
+        source_name = f"{source}: adapter {target_lang!r}"
+        unknown = sorted(k for k in adapter if k not in state)
         if unknown:
-            raise ValueError(f"{path}: keys that are not adapter weights: {unknown[:8]}")
-        if "lm_head.weight" in adapter and adapter["lm_head.weight"].shape != state.get("lm_head.weight", adapter["lm_head.weight"]).shape:
-            self.config = self.config.replace(vocab_size=int(adapter["lm_head.weight"].shape[0]))
+            raise ValueError(f"{source_name}: keys that are not adapter weights: {unknown[:8]}")
+        new_vocab = adapter.get("lm_head.weight", state.get("lm_head.weight"))
+        if new_vocab is not None and new_vocab.shape != state["lm_head.weight"].shape:
+            # A language may have its own alphabet: resize lm_head and the config with it.
+            self.config = self.config.replace(vocab_size=int(new_vocab.shape[0]))
             self._rebuild()
         state.update(adapter)
-        self.load_canonical_state_dict(state, source=str(path))
+        self.load_canonical_state_dict(state, source=source_name)
         self.target_lang = target_lang
 
 

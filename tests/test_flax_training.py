@@ -1,0 +1,240 @@
+"""Flax backend in training: dropout in every layer type, LayerDrop, SpecAugment, Gumbel quantizer,
+freezing, rematerialisation, an optax train step, bf16, and bad-input errors."""
+import numpy as np
+import pytest
+
+from conftest import small_config
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("flax")
+optax = pytest.importorskip("optax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from wav2vec2.backends import flax as wf  # noqa: E402
+from wav2vec2.spec.lengths import feat_extract_output_lengths  # noqa: E402
+from wav2vec2.spec.masking import spec_augment_masks  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+                  final_dropout=0.0, layerdrop=0.0, feat_quantizer_dropout=0.0, apply_spec_augment=False)
+KEY = jax.random.key(1)
+
+
+def audio(batch=2, samples=400, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, samples)).astype(np.float32)
+
+
+def differs(a, b):
+    return not np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def pretraining_inputs(config, x, seed=0):
+    from wav2vec2.spec.negatives import sample_negative_indices
+
+    rng = np.random.default_rng(seed)
+    frames = feat_extract_output_lengths(config, x.shape[1])
+    mask = np.zeros((x.shape[0], frames), bool)
+    mask[:, 2:9] = True
+    negatives = sample_negative_indices((x.shape[0], frames), config.num_negatives, rng=rng, mask_time_indices=mask)
+    return mask, negatives
+
+
+# -------------------------------------------------------------------------------------- dropout
+def test_train_mode_without_dropout_is_deterministic():
+    model = wf.Wav2Vec2ForCTC(small_config("stable", **NO_DROPOUT))
+    x = audio()
+    np.testing.assert_allclose(model(x, train=True, dropout_rng=KEY).logits, model(x).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arch,field",
+    [
+        ("stable", "hidden_dropout"),  # the reference's stable Flax encoder never applied it
+        ("base", "hidden_dropout"),
+        ("stable", "attention_dropout"),
+        ("stable", "activation_dropout"),
+        ("base", "feat_proj_dropout"),
+        ("base", "final_dropout"),
+    ],
+)
+def test_each_dropout_is_active_in_training(arch, field):
+    model = wf.Wav2Vec2ForCTC(small_config(arch, **{**NO_DROPOUT, field: 0.5}))
+    x = audio()
+    first = model(x, train=True, dropout_rng=KEY).logits
+    assert differs(first, model(x).logits)
+    np.testing.assert_array_equal(first, model(x, train=True, dropout_rng=KEY).logits)  # explicit keys
+    assert differs(first, model(x, train=True, dropout_rng=jax.random.key(2)).logits)
+
+
+def test_quantizer_input_dropout_is_active_in_training():
+    config = small_config("base", **{**NO_DROPOUT, "feat_quantizer_dropout": 0.5})
+    model = wf.Wav2Vec2ForPreTraining(config)
+    x = audio()
+    train = model(x, train=True, dropout_rng=KEY, gumbel_rng=KEY)
+    again = model(x, train=True, dropout_rng=jax.random.key(3), gumbel_rng=KEY)
+    assert differs(train.projected_quantized_states, again.projected_quantized_states)
+    np.testing.assert_allclose(train.projected_states, again.projected_states, atol=1e-6)  # only the quantizer's input
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_layerdrop_one_skips_every_layer(arch):
+    model = wf.Wav2Vec2Model(small_config(arch, **{**NO_DROPOUT, "layerdrop": 1.0}))
+    out = model(audio(), train=True, dropout_rng=KEY, output_hidden_states=True)
+    for hidden in out.hidden_states[1:-1]:
+        np.testing.assert_array_equal(hidden, out.hidden_states[0])
+    eval_out = model(audio(), output_hidden_states=True)
+    assert differs(eval_out.hidden_states[-2], eval_out.hidden_states[0])
+
+
+def test_spec_augment_in_training_uses_the_spec_layer_masks():
+    config = small_config("base", **{**NO_DROPOUT, "apply_spec_augment": True, "mask_time_prob": 0.5,
+                                     "mask_feature_prob": 0.3, "mask_feature_length": 3})
+    model = wf.Wav2Vec2Model(config)
+    x = audio()
+    trained = model(x, train=True, dropout_rng=KEY, spec_augment_rng=np.random.default_rng(7))
+    frames = feat_extract_output_lengths(config, x.shape[1])
+    time_mask, feature_mask = spec_augment_masks(config, 2, frames, rng=np.random.default_rng(7))
+    assert time_mask.any() and feature_mask.any()
+    # The same masks applied by hand: the time mask replaces frames with masked_spec_embed, the
+    # feature mask zeroes channels of the projected features.
+    expected = model.module.apply(
+        {"params": model.params}, x, mask_time_indices=time_mask, mask_feature_indices=feature_mask
+    )
+    np.testing.assert_allclose(trained.last_hidden_state, expected.last_hidden_state, atol=1e-6)
+    assert differs(trained.last_hidden_state, model(x).last_hidden_state)
+
+
+# ------------------------------------------------------------------------------------- quantizer
+def test_gumbel_quantizer_uses_explicit_keys_and_temperature():
+    config = small_config("stable", **NO_DROPOUT)
+    model = wf.Wav2Vec2ForPreTraining(config)
+    x = audio()
+    mask, negatives = pretraining_inputs(config, x)
+    kwargs = dict(mask_time_indices=mask, sampled_negative_indices=negatives, train=True, dropout_rng=KEY)
+    a = model(x, gumbel_rng=jax.random.key(5), **kwargs)
+    b = model(x, gumbel_rng=jax.random.key(5), **kwargs)
+    c = model(x, gumbel_rng=jax.random.key(6), **kwargs)
+    np.testing.assert_array_equal(a.projected_quantized_states, b.projected_quantized_states)
+    assert differs(a.projected_quantized_states, c.projected_quantized_states)
+    assert np.isfinite(a.loss)
+
+    def weight_proj_grad(temperature):
+        inputs = dict(input_values=x, mask_time_indices=mask, sampled_negative_indices=negatives,
+                      gumbel_temperature=temperature, deterministic=False)
+        rngs = {"dropout": KEY, "layerdrop": KEY, "gumbel": jax.random.key(5)}
+        grads = jax.grad(lambda p: model.module.apply({"params": p}, **inputs, rngs=rngs).loss)(model.params)
+        return grads["quantizer"]["weight_proj"]["kernel"]
+
+    hot, cold = weight_proj_grad(2.0), weight_proj_grad(0.5)
+    assert np.abs(hot).max() > 0  # the straight-through estimator passes gradients to the logits
+    assert differs(hot, cold)
+
+
+# --------------------------------------------------------------------------- freezing and remat
+def ctc_batch(config, seed=0):
+    x = audio(2, 480, seed)
+    labels = np.array([[1, 2, 3, 4], [5, 6, -100, -100]])
+    return x, labels
+
+
+def ctc_grads(model, x, labels):
+    def loss_fn(params, values):
+        return model.module.apply({"params": params}, values, labels=labels).loss
+
+    return jax.jit(jax.grad(loss_fn, argnums=(0, 1)))(model.params, x)
+
+
+def test_freeze_feature_encoder_and_base_model_and_remat():
+    config = small_config("stable", **NO_DROPOUT)
+    model = wf.Wav2Vec2ForCTC(config)
+    x, labels = ctc_batch(config)
+    grads, input_grads = ctc_grads(model, x, labels)
+
+    model.gradient_checkpointing_enable()
+    remat_grads, _ = ctc_grads(model, x, labels)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, remat_grads)
+
+    model.freeze_feature_encoder()
+    frozen, frozen_input_grads = ctc_grads(model, x, labels)
+    conv = frozen["wav2vec2"]["feature_extractor"]
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(conv))
+    np.testing.assert_allclose(frozen["lm_head"]["kernel"], grads["lm_head"]["kernel"], atol=1e-6)
+    np.testing.assert_allclose(frozen_input_grads, input_grads, atol=1e-6)  # inputs still get gradients
+
+    model.freeze_base_model()
+    frozen, _ = ctc_grads(model, x, labels)
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(frozen["wav2vec2"]))
+    assert np.abs(frozen["lm_head"]["kernel"]).max() > 0
+
+
+# ------------------------------------------------------------------------------ optax training
+def test_jitted_optax_train_step_reduces_ctc_loss():
+    config = small_config("base", **{**NO_DROPOUT, "hidden_dropout": 0.1, "layerdrop": 0.1})
+    model = wf.Wav2Vec2ForCTC(config)
+    x, labels = ctc_batch(config)
+    mask = np.ones_like(x, dtype=np.int32)
+    optimizer = optax.adam(3e-3)
+
+    @jax.jit
+    def train_step(params, opt_state, key):
+        def loss_fn(p):
+            rngs = {"dropout": key, "layerdrop": jax.random.fold_in(key, 1)}
+            return model.module.apply({"params": p}, x, mask, labels, deterministic=False, rngs=rngs).loss
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state = model.params, optimizer.init(model.params)
+    start = float(model(x, mask, labels).loss)
+    for step in range(8):
+        params, opt_state, loss = train_step(params, opt_state, jax.random.key(step))
+        assert np.isfinite(loss)
+    assert float(model(x, mask, labels, params=params).loss) < start
+
+
+# ----------------------------------------------------------------------------------------- bf16
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_bfloat16_forward_is_finite_and_close(arch):
+    config = small_config(arch, **NO_DROPOUT)
+    full = wf.Wav2Vec2ForCTC(config)
+    half = wf.Wav2Vec2ForCTC(config, dtype=jnp.bfloat16, params=full.params)
+    x, labels = ctc_batch(config)
+    a, b = full(x, labels=labels), half(x, labels=labels)
+    assert b.logits.dtype == jnp.bfloat16
+    assert jax.tree_util.tree_leaves(half.params)[0].dtype == jnp.float32  # parameters stay float32
+    assert b.loss.dtype == jnp.float32 and np.isfinite(b.loss)
+    scale = np.abs(np.asarray(a.logits)).max()
+    np.testing.assert_allclose(np.asarray(b.logits, np.float32), a.logits, atol=0.05 * scale)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=0.05)
+
+
+# ----------------------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def ctc_model():
+    return wf.Wav2Vec2ForCTC(small_config("base"))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(input_values=np.zeros((1, 2, 400), np.float32)), "shape"),
+        (dict(input_values=np.zeros((1, 400), np.int16)), "floating"),
+        (dict(input_values=np.zeros((1, 20), np.float32)), "at least"),
+        (dict(input_values=np.zeros((2, 400), np.float32), attention_mask=np.ones((2, 300))), "attention_mask"),
+        (dict(input_values=np.zeros((2, 400), np.float32), labels=np.ones((3, 4), np.int64)), "labels"),
+        (dict(input_values=np.zeros((2, 400), np.float32), labels=np.full((2, 4), 99)), "vocab_size"),
+        (dict(input_values=np.zeros((2, 400), np.float32), train=True), "dropout_rng"),
+        (dict(input_values=np.zeros((2, 400), np.float32), mask_time_indices=np.ones((2, 3), bool)), "mask_time_indices"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(ctc_model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ctc_model(**kwargs)
+
+
+def test_single_utterance_may_be_one_dimensional(ctc_model):
+    x = audio(1, 400)
+    np.testing.assert_array_equal(ctc_model(x[0]).logits, ctc_model(x).logits)
