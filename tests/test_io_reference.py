@@ -80,9 +80,12 @@ def test_reads_reference_flax_msgpack_bit_exact(tmp_path, ctc_dir):
     pytest.importorskip("flax")
     directory, model = ctc_dir
     flax_model = transformers.FlaxWav2Vec2ForCTC.from_pretrained(directory, from_pt=True)
-    flax_model.save_pretrained(tmp_path)
-    assert (tmp_path / "flax_model.msgpack").exists()
-    assert_states_equal(read_state_dict(tmp_path), torch_state(model))
+    flax_model.save_pretrained(tmp_path / "single")
+    assert (tmp_path / "single" / "flax_model.msgpack").exists()
+    assert_states_equal(read_state_dict(tmp_path / "single"), torch_state(model))
+    flax_model.save_pretrained(tmp_path / "sharded", max_shard_size="2KB")
+    assert (tmp_path / "sharded" / "flax_model.msgpack.index.json").exists()
+    assert_states_equal(read_state_dict(tmp_path / "sharded"), torch_state(model))
 
 
 def test_reads_old_weight_norm_spelling(tmp_path, ctc_dir):
@@ -129,10 +132,11 @@ def test_reference_tf_loads_ours(tmp_path, ctc_dir, sharded):
         np.testing.assert_array_equal(ours[name], value, err_msg=name)
 
 
-def test_reference_flax_loads_ours(tmp_path, ctc_dir):
+@pytest.mark.parametrize("sharded", [False, True])
+def test_reference_flax_loads_ours(tmp_path, ctc_dir, sharded):
     pytest.importorskip("flax")
     directory, model = ctc_dir
-    write_state_dict(read_state_dict(directory), tmp_path, format="flax")
+    write_state_dict(read_state_dict(directory), tmp_path, format="flax", max_shard_size="3KB" if sharded else None)
     model.config.save_pretrained(tmp_path)
     flax_model = transformers.FlaxWav2Vec2ForCTC.from_pretrained(tmp_path)
     with torch.no_grad():
@@ -168,7 +172,7 @@ def test_round_trip_bit_exact(tmp_path, format, head):
     assert_states_equal(read_state_dict(tmp_path), state)
 
 
-@pytest.mark.parametrize("format", ["safetensors", "pytorch", "tensorflow"])
+@pytest.mark.parametrize("format", ["safetensors", "pytorch", "tensorflow", "flax"])
 def test_sharded_round_trip_and_index(tmp_path, format):
     config = small_config("stable")
     rng = np.random.default_rng(4)

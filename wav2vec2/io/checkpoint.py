@@ -30,6 +30,7 @@ WEIGHT_FILES = (
     TF_NAME,
     TF_NAME + INDEX_SUFFIX,
     FLAX_NAME,
+    FLAX_NAME + INDEX_SUFFIX,
 )
 
 FORMATS = {"safetensors": SAFETENSORS_NAME, "pytorch": PYTORCH_NAME, "tensorflow": TF_NAME, "flax": FLAX_NAME}
@@ -56,6 +57,14 @@ def _read_single(path: Path) -> Dict[str, np.ndarray]:
     return {names.normalize_key(k): v for k, v in state.items()}
 
 
+# Shards of these formats hold framework names (TF variables, Flax tree paths), which only become
+# canonical once every shard is in: a bare model is told by its whole key set.
+_FOREIGN_SHARDS = {
+    TF_NAME: (keras_h5.read_tf_weights, names.from_tf_weights),
+    FLAX_NAME: (flax_msgpack.read_flat_weights, flax_msgpack.from_flat_weights),
+}
+
+
 def _read_index(index_path: Path, shard_path) -> Dict[str, np.ndarray]:
     """Read the shards listed in a ``*.index.json``; ``shard_path(filename)`` locates each shard."""
     try:
@@ -64,13 +73,14 @@ def _read_index(index_path: Path, shard_path) -> Dict[str, np.ndarray]:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
     shards = list(dict.fromkeys(weight_map.values()))
-    if index_path.name.startswith("tf_model"):
-        # TF names only become canonical once every shard is in (a bare model is told by its key set).
+    foreign = _FOREIGN_SHARDS.get(index_path.name.removesuffix(INDEX_SUFFIX))
+    if foreign:
+        read_shard, to_canonical = foreign
         weights = {}
         for shard in shards:
-            weights.update(keras_h5.read_tf_weights(shard_path(shard)))
+            weights.update(read_shard(shard_path(shard)))
         missing = sorted(set(weight_map) - set(weights))
-        state = names.from_tf_weights(weights)
+        state = to_canonical(weights)
     else:
         state = {}
         for shard in shards:
@@ -149,13 +159,13 @@ def _write_files(state, tmp: Path, format: str, max_shard_size) -> list:
     if max_shard_size is None:
         writers[format](state, tmp / filename)
         return [filename]
-    if format == "flax":
-        raise ValueError("max_shard_size: sharded output is not supported for the flax format")
-
+    # The index maps each weight's name in the format's own naming to its shard file.
     if format == "tensorflow":
-        # Shards hold TF variables by name; the index maps those names to shard files.
         entries = names.to_tf_weights(state)
         write_shard = keras_h5.write_h5_shard
+    elif format == "flax":
+        entries = flax_msgpack.to_flat_weights(state)
+        write_shard = flax_msgpack.write_flat_shard
     else:
         entries = state
         write_shard = writers[format]

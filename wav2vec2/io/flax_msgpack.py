@@ -96,3 +96,59 @@ def write_msgpack(state, path) -> None:
     data = msgpack.packb(tree, default=_pack_array, strict_types=True)
     with open(path, "wb") as f:
         f.write(data)
+
+
+# ------------------------------------------------------------------------------------------ shards
+# Sharded Flax checkpoints split the tree by "/"-joined leaf paths; each shard is a partial tree.
+def to_flat_weights(state) -> Dict[str, np.ndarray]:
+    """Canonical state -> {"wav2vec2/encoder/layers/0/.../kernel": array}."""
+    flat = {}
+
+    def walk(node, path):
+        for name, child in node.items():
+            if isinstance(child, dict):
+                walk(child, (*path, name))
+            else:
+                flat["/".join((*path, name))] = child
+
+    walk(names.to_flax_tree(state), ())
+    return flat
+
+
+def from_flat_weights(flat) -> Dict[str, np.ndarray]:
+    """{"/"-joined path: array} -> canonical state."""
+    return names.from_flax_tree(_unflatten(flat))
+
+
+def _unflatten(flat) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def read_flat_weights(path) -> Dict[str, np.ndarray]:
+    """A msgpack file (or shard) as {"/"-joined path: array}."""
+    flat = {}
+
+    def walk(node, prefix):
+        for name, child in node.items():
+            if isinstance(child, dict):
+                walk(child, f"{prefix}{name}/")
+            else:
+                flat[f"{prefix}{name}"] = child
+
+    walk(read_flax_tree(path), "")
+    return flat
+
+
+def write_flat_shard(flat, path) -> None:
+    import msgpack
+
+    data = msgpack.packb(_chunk(_unflatten(flat)), default=_pack_array, strict_types=True)
+    with open(path, "wb") as f:
+        f.write(data)
