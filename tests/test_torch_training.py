@@ -239,3 +239,21 @@ def test_bad_masks_and_labels_raise(ctc_model):
         frame_model(x, labels=np.zeros((2, 5, 3)))
     with pytest.raises(ValueError, match="add_adapter"):
         ours.Wav2Vec2ForSequenceClassification(small_config("base", add_adapter=True))
+
+
+# ----------------------------------------------------------------------------------- inference path
+def test_inference_path_matches_autograd_path_and_sees_weight_updates():
+    """Without autograd, q/k/v run as one fused matmul; it must agree with the three projections,
+    also after the weights change in place (nothing stale)."""
+    model = ours.Wav2Vec2Model(small_config("stable")).eval()
+    x = waveforms()
+    outputs = []
+    for _ in range(2):
+        with torch.no_grad():
+            fused = model(x).last_hidden_state
+        separate = model(x).last_hidden_state.detach()  # grad enabled: the separate projections
+        torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-5)
+        outputs.append(fused)
+        with torch.no_grad():
+            model.encoder.layers[0].attention.k_proj.weight.mul_(3.0)
+    assert not torch.allclose(outputs[0], outputs[1], atol=1e-4)
