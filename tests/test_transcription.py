@@ -400,3 +400,26 @@ def test_cli_with_kenlm_matches_reference_beam_search(checkpoint, speech_files, 
         assert_same_transcript(record, expected)
         greedy = reference_record(model, processor, soundfile.read(path, dtype="float32")[0])
         assert record["text"] != greedy["text"]  # the language model did something
+
+
+def test_long_file_is_streamed_and_agrees_with_unchunked(local_checkpoint, tmp_path, monkeypatch):
+    """A long file on disk is read in blocks (never whole) and chunked; the words are the unchunked ones."""
+    import soundfile
+
+    from wav2vec2 import audio
+
+    directory, model, processor = local_checkpoint
+    speech, rate = speak(" ".join(SENTENCES))
+    waveform = np.resize(speech, 20 * rate)  # 20 s at 22.05 kHz: resampled while streaming
+    path = str(tmp_path / "long.wav")
+    soundfile.write(path, waveform, rate, subtype="FLOAT")
+    expected = reference_record(model, processor, to_16k(waveform, rate))
+
+    def no_whole_reads(*args, **kwargs):
+        raise AssertionError("the long file was read whole")
+
+    monkeypatch.setattr(transcription, "load_audio", no_whole_reads)
+    monkeypatch.setattr(audio, "load_audio", no_whole_reads)
+    (record,) = transcribe(path, model=reference_ctc_model(directory, model), chunk_length_s=4.0, stride_length_s=1.0)
+    assert_same_transcript(record, expected)
+    assert record["words"][-1]["end"] <= 20.0

@@ -59,6 +59,44 @@ def load_audio(path, sampling_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def stream_audio(path, sampling_rate: int, block_seconds: float = 30.0):
+    """Yield ``path`` as consecutive mono float32 blocks at ``sampling_rate`` Hz, a few seconds each.
+
+    Memory stays that of one block whatever the file's length. The blocks join up to what
+    ``load_audio`` returns (up to the resampler's rounding). Raises AudioError like ``load_audio``.
+    """
+    import soundfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
+    try:
+        file = soundfile.SoundFile(path)
+    except (RuntimeError, soundfile.LibsndfileError, TypeError) as e:
+        raise AudioError(f"{path}: cannot read audio ({e})") from None
+    with file:
+        file_sr = int(file.samplerate)
+        resampler = None
+        if file_sr != sampling_rate:
+            import soxr
+
+            resampler = soxr.ResampleStream(file_sr, sampling_rate, 1, dtype="float32", quality="HQ")
+        blocksize = max(1, int(block_seconds * file_sr))
+        try:
+            for block in file.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                mono = to_mono(block)  # (samples,) at the file's rate
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono)
+                if mono.size:
+                    yield mono
+        except (RuntimeError, soundfile.LibsndfileError) as e:
+            raise AudioError(f"{path}: cannot read audio ({e})") from None
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if tail.size:
+                yield tail
+
+
 def audio_duration(path) -> float:
     """Length of an audio file in seconds, read from its header only."""
     import soundfile

@@ -28,8 +28,9 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .audio import AudioError, audio_duration, load_audio, resample, to_mono
+from .audio import AudioError, audio_duration, load_audio, resample, stream_audio, to_mono
 from .config import Wav2Vec2Config
+from .feature_extraction import NORM_EPS
 from .spec.lengths import feat_extract_output_lengths, min_input_length
 
 BACKENDS = ("torch", "tensorflow", "flax")
@@ -265,11 +266,11 @@ class Transcriber:
         return [Segment(item, i, values[start:stop], keep) for i, (start, stop, keep) in enumerate(bounds)]
 
     # ---------------------------------------------------------------- batching
-    def _batches(self, segments: List[Segment]) -> Iterator[List[Segment]]:
-        """Length-sorted batches; equal lengths only when the model takes no attention mask."""
-        ordered = sorted(segments, key=lambda s: s.samples.size, reverse=True)
+    def _batches(self, segments: Iterable[Segment]) -> Iterator[List[Segment]]:
+        """Consecutive segments in batches of batch_size; only equal lengths share a batch when the
+        model takes no attention mask (zero padding would change its output)."""
         batch: List[Segment] = []
-        for segment in ordered:
+        for segment in segments:
             full = len(batch) == self.batch_size
             other_length = batch and not self.ctc.takes_attention_mask and batch[0].samples.size != segment.samples.size
             if full or other_length:
@@ -318,6 +319,11 @@ class Transcriber:
             window: List[_Input] = []
             window_seconds = 0.0
             for index, item in enumerate(inputs):
+                if self._should_stream(item):
+                    yield from self._run_window(window, bar)  # keep the output in input order
+                    window, window_seconds = [], 0.0
+                    yield self._run_streamed(index, item, bar)
+                    continue
                 entry = self._prepare(index, item)
                 window.append(entry)
                 window_seconds += entry.num_samples / self.ctc.sampling_rate
@@ -339,6 +345,62 @@ class Transcriber:
         entry.remaining = len(entry.segments)
         return entry
 
+    # ---------------------------------------------------------------- long files, streamed
+    def _should_stream(self, item) -> bool:
+        """A file longer than one chunk window is read block by block instead of whole."""
+        if self.chunk_frames is None or not isinstance(item, (str, os.PathLike)):
+            return False
+        try:
+            seconds = audio_duration(item)
+        except Exception:  # unreadable: the ordinary path reports it
+            return False
+        window_frames = self.chunk_frames + 2 * self.context_frames
+        return seconds * self.ctc.sampling_rate > window_frames * self.ctc.config.inputs_to_logits_ratio
+
+    def _file_statistics(self, name: str):
+        """(samples, shift, scale) of a file read block by block: its length at the model's rate, and
+        the feature extractor's normalisation (x - shift) * scale computed over the whole file."""
+        count, total, total_squares = 0, 0.0, 0.0
+        for block in stream_audio(name, self.ctc.sampling_rate):
+            count += block.size
+            total += float(block.sum(dtype=np.float64))
+            total_squares += float(np.square(block, dtype=np.float64).sum())
+        if count < min_input_length(self.ctc.config):
+            raise AudioError(f"{name}: {count} samples is shorter than the model's receptive field")
+        if not self.ctc.feature_extractor.do_normalize:
+            return count, 0.0, 1.0
+        mean = total / count
+        return count, mean, 1.0 / np.sqrt(max(total_squares / count - mean**2, 0.0) + NORM_EPS)
+
+    def _streamed_segments(self, index: int, name: str, count: int, shift: float, scale: float) -> Iterator[Segment]:
+        """The chunks of a file, cut from its blocks as they are read; only one window is held."""
+        blocks = stream_audio(name, self.ctc.sampling_rate)
+        buffer, buffer_start = np.zeros(0, np.float32), 0  # samples [buffer_start, buffer_start + len)
+        bounds = chunk_bounds(count, self.ctc.config, self.chunk_frames, self.context_frames)
+        for i, (start, stop, keep) in enumerate(bounds):
+            while buffer_start + buffer.size < stop:
+                buffer = np.concatenate([buffer, next(blocks)])
+            piece = buffer[start - buffer_start : stop - buffer_start]
+            yield Segment(index, i, ((piece - shift) * scale).astype(np.float32), keep)
+            if i + 1 < len(bounds):  # chunks only move forward: drop what the next one does not need
+                next_start = bounds[i + 1][0]
+                buffer, buffer_start = buffer[next_start - buffer_start :], next_start
+
+    def _run_streamed(self, index: int, item, bar) -> dict:
+        """Transcribe one long file chunk by chunk; only its frames (frames, vocab) are kept whole."""
+        name = input_name(item, index)
+        seconds_per_frame = self.ctc.config.inputs_to_logits_ratio / self.ctc.sampling_rate
+        frames = []
+        try:
+            count, shift, scale = self._file_statistics(name)
+            for batch in self._batches(self._streamed_segments(index, name, count, shift, scale)):
+                for kept in self._run(batch):
+                    frames.append(kept)  # segments come in order
+                    bar.update(kept.shape[0] * seconds_per_frame)
+        except AudioError as e:
+            return {"file": name, "error": str(e)}
+        return self._record(name, np.concatenate(frames, axis=0), count)
+
     def _total_seconds(self, inputs) -> Optional[float]:
         """Audio length of all inputs, from file headers, for the progress bar (None if unknown)."""
         if self.progress is False:
@@ -358,7 +420,9 @@ class Transcriber:
         order = [entry.index for entry in window]
         next_out = 0
         seconds_per_frame = self.ctc.config.inputs_to_logits_ratio / self.ctc.sampling_rate
-        for batch in self._batches([s for entry in window for s in entry.segments]):
+        segments = [s for entry in window for s in entry.segments]
+        # Longest first, so that each batch pads as little as possible.
+        for batch in self._batches(sorted(segments, key=lambda s: s.samples.size, reverse=True)):
             for segment, frames in zip(batch, self._run(batch)):
                 entry = by_index[segment.item]
                 entry.frames[segment.index] = frames
