@@ -345,5 +345,5 @@ def test_mms_load_adapter_matches_reference(tmp_path):
     model.load_adapter("deu", path_or_repo_id=tmp_path)  # the .bin spelling loads too
     with torch.no_grad():
         assert_close(model(x, attention_mask=mask).logits, reference(x, attention_mask=mask).logits)
-    with pytest.raises(ValueError, match="adapter.xx"):
+    with pytest.raises(FileNotFoundError, match="adapter.xx"):
         model.load_adapter("xx", path_or_repo_id=tmp_path)

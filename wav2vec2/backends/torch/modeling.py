@@ -631,6 +631,22 @@ class Wav2Vec2PreTrainedModel(nn.Module):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
         return value.to(dtype)
 
+    def _output_lengths(self, input_values, attention_mask, add_adapter=None) -> torch.Tensor:
+        """Valid output frames per utterance (batch,), from the mask's sample counts (or the full length)."""
+        input_values, attention_mask = self._prepare_inputs(input_values, attention_mask)
+        if attention_mask is None:
+            samples = torch.full(input_values.shape[:1], input_values.shape[1], device=self.device)
+        else:
+            samples = attention_mask.sum(-1)
+        return feat_extract_output_lengths(self.config, samples, add_adapter)
+
+    def _labels(self, labels, shape, what: str) -> torch.Tensor:
+        """Integer labels of exactly ``shape`` on the model's device."""
+        labels = _as_tensor(labels, "labels").to(self.device)
+        if tuple(labels.shape) != tuple(shape) or labels.is_floating_point():
+            raise ValueError(f"labels must be {what} of shape {tuple(shape)}, got {tuple(labels.shape)} {labels.dtype}")
+        return labels.long()
+
     # ---------------------------------------------------------------- canonical weights
     def canonical_state_dict(self) -> Dict[str, np.ndarray]:
         """Weights under the reference PyTorch names and layouts, as float32/float16/bfloat16->float32 NumPy."""
@@ -693,7 +709,9 @@ class Wav2Vec2PreTrainedModel(nn.Module):
                 "%s: weights not in %s, newly initialised: %s", cls.__name__, path_or_repo_id, sorted(report.missing)
             )
         if report.discarded:
-            logger.info("%s: unused weights of other heads in %s: %s", cls.__name__, path_or_repo_id, sorted(report.discarded))
+            logger.info(
+                "%s: unused weights of other heads in %s: %s", cls.__name__, path_or_repo_id, sorted(report.discarded)
+            )
         state = model.canonical_state_dict()
         state.update(report.state)
         model.load_canonical_state_dict(state)
@@ -793,7 +811,8 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         super().__init__(config)
         self.wav2vec2 = Wav2Vec2Model(config)
         self.dropout = nn.Dropout(config.final_dropout)
-        self.lm_head = nn.Linear(config.output_hidden_size if config.add_adapter else config.hidden_size, config.vocab_size)
+        head_input_size = config.output_hidden_size if config.add_adapter else config.hidden_size
+        self.lm_head = nn.Linear(head_input_size, config.vocab_size)
         self.target_lang = target_lang
         init_weights(self.lm_head, config)
 
@@ -812,25 +831,23 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
             input_values, attention_mask, mask_time_indices, output_attentions, output_hidden_states, spec_augment_rng
         )
         logits = self.lm_head(self.dropout(out.last_hidden_state))  # (batch, frames, vocab)
-        loss = None if labels is None else self.ctc_loss(logits, labels, input_values, attention_mask)
+        loss = None
+        if labels is not None:
+            loss = self.ctc_loss(logits, labels, self._output_lengths(input_values, attention_mask))
         return HeadOutput(logits, loss, out.hidden_states, out.attentions)
 
-    def ctc_loss(self, logits, labels, input_values, attention_mask) -> torch.Tensor:
-        """CTC as torch's F.ctc_loss with config.ctc_loss_reduction; log-softmax and loss in float32."""
-        batch = logits.shape[0]
+    def ctc_loss(self, logits, labels, input_lengths) -> torch.Tensor:
+        """CTC as torch's F.ctc_loss with config.ctc_loss_reduction; log-softmax and loss in float32.
+
+        logits (batch, frames, vocab); labels (batch, target_length) padded with negatives;
+        input_lengths (batch,) valid frames.
+        """
         labels = _as_tensor(labels, "labels").to(logits.device)
-        if labels.ndim != 2 or labels.shape[0] != batch or labels.is_floating_point():
-            raise ValueError(
-                f"labels must be integer token ids of shape (batch={batch}, target_length), "
-                f"got {tuple(labels.shape)} {labels.dtype}"
-            )
+        if labels.ndim != 2:
+            raise ValueError(f"labels must have shape (batch, target_length), got {tuple(labels.shape)}")
+        labels = self._labels(labels, (logits.shape[0], labels.shape[1]), "integer token ids")
         if labels.numel() and int(labels.max()) >= self.config.vocab_size:
             raise ValueError(f"labels hold id {int(labels.max())}, but vocab_size is {self.config.vocab_size}")
-        if attention_mask is None:
-            sample_lengths = torch.full((batch,), _as_tensor(input_values, "input_values").shape[-1], device=logits.device)
-        else:
-            sample_lengths = _as_tensor(attention_mask, "attention_mask").to(logits.device).reshape(batch, -1).long().sum(-1)
-        input_lengths = feat_extract_output_lengths(self.config, sample_lengths)
         is_target = labels >= 0
         targets = labels[is_target]  # (total target tokens,)
         log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab)
@@ -853,40 +870,37 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
 
         A vocabulary of another size resizes lm_head and config.vocab_size.
         """
-        from ...io.hub import resolve_file
+        from ...io import read_adapter
 
         where = path_or_repo_id or self.name_or_path
         if where is None:
             raise ValueError("load_adapter: the model was not loaded with from_pretrained; pass path_or_repo_id")
+        state = read_adapter(where, target_lang, **hub_kwargs)  # canonical names, NumPy arrays
         expected = set(self.adapter_state_names())
-        path = resolve_file(where, f"adapter.{target_lang}.safetensors", required=False, **hub_kwargs)
-        if path is not None:
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            path = resolve_file(where, f"adapter.{target_lang}.bin", required=False, **hub_kwargs)
-            if path is None:
-                raise ValueError(f"{where}: no adapter.{target_lang}.safetensors or adapter.{target_lang}.bin")
-            state = torch.load(path, map_location="cpu", weights_only=True)
         if set(state) != expected:
             raise ValueError(
-                f"{path}: adapter keys do not match this model: missing {sorted(expected - set(state))[:5]}, "
-                f"unknown {sorted(set(state) - expected)[:5]}"
+                f"{where}: the {target_lang!r} adapter's keys do not match this model: missing "
+                f"{sorted(expected - set(state))[:5]}, unknown {sorted(set(state) - expected)[:5]}"
             )
+        # Check every shape before changing anything; only the vocabulary size may differ.
         vocab_size = state["lm_head.weight"].shape[0]
+        own = self.state_dict()
+        for name, value in state.items():
+            shape = tuple(own[name].shape)
+            if name.startswith("lm_head."):
+                shape = (vocab_size,) + shape[1:]
+            if tuple(value.shape) != shape:
+                raise ValueError(f"{where}: adapter {name} has shape {tuple(value.shape)}, expected {shape}")
         if vocab_size != self.lm_head.out_features:
             self.lm_head = nn.Linear(self.lm_head.in_features, vocab_size, device=self.device, dtype=self.dtype)
             self.config.vocab_size = vocab_size
-        own = self.state_dict()
-        for name, value in state.items():
-            if tuple(value.shape) != tuple(own[name].shape):
-                raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, expected {tuple(own[name].shape)}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+            own = self.state_dict()
+        tensors = {k: torch.from_numpy(np.asarray(v)).to(own[k].dtype) for k, v in state.items()}
+        self.load_state_dict(tensors, strict=False)
         self.target_lang = target_lang
 
 
-class _PooledHead(Wav2Vec2PreTrainedModel):
+class _LayerSumHead(Wav2Vec2PreTrainedModel):
     """Shared parts of the heads that read the body's output, optionally as a weighted layer sum."""
 
     def __init__(self, config: Wav2Vec2Config):
@@ -911,7 +925,7 @@ class _PooledHead(Wav2Vec2PreTrainedModel):
         return hidden, out
 
 
-class Wav2Vec2ForSequenceClassification(_PooledHead):
+class Wav2Vec2ForSequenceClassification(_LayerSumHead):
     head = "sequence_classification"
 
     def __init__(self, config: Wav2Vec2Config):
@@ -921,27 +935,28 @@ class Wav2Vec2ForSequenceClassification(_PooledHead):
         init_weights(self.projector, config)
         init_weights(self.classifier, config)
 
-    def forward(self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False):
+    def forward(
+        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False
+    ):
         """labels (batch,) class ids. Mean pooling over valid frames."""
         hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
         hidden = self.projector(hidden)  # (batch, frames, classifier_proj_size)
         if attention_mask is None:
             pooled = hidden.mean(dim=1)
         else:
-            valid = frame_mask(self.config, _as_tensor(attention_mask, "attention_mask").to(hidden.device).reshape(hidden.shape[0], -1).long(), hidden.shape[1])
-            valid = valid[..., None].to(hidden.dtype)
+            lengths = self._output_lengths(input_values, attention_mask)
+            valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
+            valid = valid[..., None].to(hidden.dtype)  # (batch, frames, 1)
             pooled = (hidden * valid).sum(dim=1) / valid.sum(dim=1)
         logits = self.classifier(pooled)  # (batch, num_labels)
         loss = None
         if labels is not None:
-            labels = _as_tensor(labels, "labels").to(logits.device)
-            if labels.numel() != logits.shape[0] or labels.is_floating_point():
-                raise ValueError(f"labels must be {logits.shape[0]} integer class ids, got {tuple(labels.shape)} {labels.dtype}")
-            loss = F.cross_entropy(logits.float(), labels.reshape(-1).long())
+            labels = self._labels(labels, logits.shape[:1], "integer class ids")
+            loss = F.cross_entropy(logits.float(), labels)
         return HeadOutput(logits, loss, out.hidden_states, out.attentions)
 
 
-class Wav2Vec2ForAudioFrameClassification(_PooledHead):
+class Wav2Vec2ForAudioFrameClassification(_LayerSumHead):
     head = "audio_frame_classification"
 
     def __init__(self, config: Wav2Vec2Config):
@@ -949,7 +964,9 @@ class Wav2Vec2ForAudioFrameClassification(_PooledHead):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self.classifier, config)
 
-    def forward(self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False):
+    def forward(
+        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False
+    ):
         """labels (batch, frames, num_labels) one-hot (or scores: the argmax is the target), as the reference."""
         hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
         logits = self.classifier(hidden)  # (batch, frames, num_labels)
@@ -957,13 +974,17 @@ class Wav2Vec2ForAudioFrameClassification(_PooledHead):
         if labels is not None:
             labels = _as_tensor(labels, "labels").to(logits.device)
             if tuple(labels.shape) != tuple(logits.shape):
-                raise ValueError(f"labels must have shape {tuple(logits.shape)} (batch, frames, num_labels), got {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must have shape {tuple(logits.shape)} (batch, frames, num_labels), "
+                    f"got {tuple(labels.shape)}"
+                )
             num_labels = self.config.num_labels
-            loss = F.cross_entropy(logits.float().reshape(-1, num_labels), labels.reshape(-1, num_labels).argmax(dim=1))
+            targets = labels.reshape(-1, num_labels).argmax(dim=1)
+            loss = F.cross_entropy(logits.float().reshape(-1, num_labels), targets)
         return HeadOutput(logits, loss, out.hidden_states, out.attentions)
 
 
-class Wav2Vec2ForXVector(_PooledHead):
+class Wav2Vec2ForXVector(_LayerSumHead):
     head = "xvector"
 
     def __init__(self, config: Wav2Vec2Config):
@@ -982,7 +1003,9 @@ class Wav2Vec2ForXVector(_PooledHead):
             lengths = lengths - kernel + 1
         return lengths
 
-    def forward(self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False):
+    def forward(
+        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False
+    ):
         """labels (batch,) speaker ids. Statistics pooling (mean, std) over valid TDNN frames."""
         hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
         hidden = self.projector(hidden)
@@ -991,8 +1014,7 @@ class Wav2Vec2ForXVector(_PooledHead):
         if attention_mask is None:
             mean, std = hidden.mean(dim=1), hidden.std(dim=1)
         else:
-            mask = _as_tensor(attention_mask, "attention_mask").to(hidden.device).reshape(hidden.shape[0], -1).long()
-            lengths = self.tdnn_output_lengths(feat_extract_output_lengths(self.config, mask.sum(-1)))
+            lengths = self.tdnn_output_lengths(self._output_lengths(input_values, attention_mask))
             valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None])[..., None]
             # the reference's lengths ignore dilation and may exceed the frames there are: slice semantics
             count = valid.sum(dim=1).to(hidden.dtype)
@@ -1003,10 +1025,7 @@ class Wav2Vec2ForXVector(_PooledHead):
         logits = self.classifier(embeddings)
         loss = None
         if labels is not None:
-            labels = _as_tensor(labels, "labels").to(logits.device)
-            if labels.numel() != logits.shape[0] or labels.is_floating_point():
-                raise ValueError(f"labels must be {logits.shape[0]} integer speaker ids, got {tuple(labels.shape)} {labels.dtype}")
-            loss = self.objective(logits.float(), labels.long())
+            loss = self.objective(logits.float(), self._labels(labels, logits.shape[:1], "integer speaker ids"))
         return XVectorOutput(logits, embeddings, loss, out.hidden_states, out.attentions)
 
 
@@ -1059,7 +1078,9 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
             if mask_time_indices is None:
                 raise ValueError("sampled_negative_indices needs mask_time_indices: the loss is taken on masked frames")
             negatives_shape = (batch, frames, self.config.num_negatives)
-            negative_indices = self._frame_input(sampled_negative_indices, "sampled_negative_indices", negatives_shape, torch.long)
+            negative_indices = self._frame_input(
+                sampled_negative_indices, "sampled_negative_indices", negatives_shape, torch.long
+            )
             contrastive_loss = self.contrastive_loss(projected, quantized, negative_indices, mask_time_indices)
             num_codevectors = self.quantizer.num_groups * self.quantizer.num_vars
             diversity_loss = (num_codevectors - perplexity) / num_codevectors * mask_time_indices.sum()
