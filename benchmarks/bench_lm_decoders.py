@@ -7,7 +7,9 @@ from a synthetic corpus, and the "acoustic model" output is a noisy spelling of 
 (peaks on the right characters, Gaussian noise on every logit, random durations).
 
 Reports, per noise level: milliseconds per utterance for each decoder, how often their best texts
-agree, and each one's word error rate against the sentence that was spelled.
+agree with pyctcdecode's, and each one's word error rate against the sentence that was spelled. A
+third column, for comparison only, is flashlight's lexicon decoder with its C++ KenLM (closed
+vocabulary: it can only emit the LM's words).
 
     .venv/bin/python benchmarks/bench_lm_decoders.py [--utterances 20] [--beam-width 100]
 """
@@ -96,6 +98,45 @@ def spelled_log_probs(sentence, rng, noise):
     return (logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))).astype(np.float32)
 
 
+class LexiconBeamSearch:
+    """For comparison only: flashlight's lexicon decoder with its C++ KenLM, words spelled letter by
+    letter and ended by the word delimiter. A closed vocabulary (the LM's unigrams), so a different
+    decoder; the weights follow pyctcdecode's (LM weight alpha * ln 10 on log10 scores, beta per word)."""
+
+    def __init__(self, arpa_path, words, alpha=0.5, beta=1.5, beam_width=100):
+        from flashlight.lib.text.decoder import (
+            CriterionType, LexiconDecoder, LexiconDecoderOptions, SmearingMode, Trie,
+        )
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import create_word_dict
+
+        lexicon = {word: [[*word, "|"]] for word in words}
+        lexicon["<unk>"] = []
+        self.words = create_word_dict(lexicon)
+        lm = KenLM(arpa_path, self.words)
+        trie = Trie(len(VOCAB), VOCAB["|"])
+        start = lm.start(False)
+        for word, spellings in lexicon.items():
+            index = self.words.get_index(word)
+            _, score = lm.score(start, index)
+            for spelling in spellings:
+                trie.insert([VOCAB[c] for c in spelling], index, score)
+        trie.smear(SmearingMode.MAX)
+        options = LexiconDecoderOptions(
+            beam_size=beam_width, beam_size_token=len(VOCAB), beam_threshold=10.0, lm_weight=alpha * math.log(10),
+            word_score=beta, unk_score=-math.inf, sil_score=0.0, log_add=True, criterion_type=CriterionType.CTC,
+        )
+        self.lm, self.trie = lm, trie  # the decoder keeps raw pointers to both
+        self.decoder = LexiconDecoder(
+            options, trie, lm, VOCAB["|"], VOCAB["<pad>"], self.words.get_index("<unk>"), [], False
+        )
+
+    def decode(self, log_probs):
+        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+        best = self.decoder.decode(emissions.ctypes.data, *emissions.shape)[0]
+        return " ".join(self.words.get_entry(i) for i in best.words if i >= 0)
+
+
 def word_errors(hypothesis, reference):
     """Levenshtein distance between word sequences."""
     hyp, ref = hypothesis.split(), reference.split()
@@ -128,10 +169,12 @@ def main(argv=None):
             "pyctcdecode": Wav2Vec2ProcessorWithLM.from_kenlm(extractor, tokenizer, arpa),
             "flashlight": Wav2Vec2ProcessorWithLM.from_kenlm(extractor, tokenizer, arpa, decoder="flashlight"),
         }
+        unigrams = sorted({w for sentence in train for w in sentence.split()})
+        lexicon = LexiconBeamSearch(arpa, unigrams, beam_width=args.beam_width)
         results = []
         print(f"beam width {args.beam_width}; {args.utterances} utterances per noise level")
         print(f"{'noise':>5} {'frames':>7} {'greedy WER':>10} | {'pyctcdecode ms':>14} {'WER':>6} | "
-              f"{'flashlight ms':>13} {'WER':>6} | {'same text':>9}")
+              f"{'flashlight ms':>13} {'WER':>6} {'same text':>9} | {'lexicon ms':>10} {'WER':>6} {'same text':>9}")
         for level, noise in enumerate(args.noise):
             batch = test[level * args.utterances:(level + 1) * args.utterances]
             log_probs = [spelled_log_probs(s, rng, noise) for s in batch]
@@ -146,11 +189,18 @@ def main(argv=None):
                 texts[name] = [processor.decode(lp, beam_width=args.beam_width).text for lp in log_probs]
                 row[f"{name}_ms"] = 1000 * (time.perf_counter() - start) / len(log_probs)
                 row[f"{name}_wer"] = sum(word_errors(t, s) for t, s in zip(texts[name], batch)) / words
-            row["agreement"] = float(np.mean([a == b for a, b in zip(texts["pyctcdecode"], texts["flashlight"])]))
+            start = time.perf_counter()
+            texts["lexicon"] = [lexicon.decode(lp) for lp in log_probs]
+            row["lexicon_ms"] = 1000 * (time.perf_counter() - start) / len(log_probs)
+            row["lexicon_wer"] = sum(word_errors(t, s) for t, s in zip(texts["lexicon"], batch)) / words
+            for name in ("flashlight", "lexicon"):
+                same = [a == b for a, b in zip(texts["pyctcdecode"], texts[name])]
+                row[f"{name}_agreement"] = float(np.mean(same))
             results.append(row)
             print(f"{noise:5.1f} {row['frames']:7.0f} {row['greedy_wer']:10.1%} | {row['pyctcdecode_ms']:14.1f} "
-                  f"{row['pyctcdecode_wer']:6.1%} | {row['flashlight_ms']:13.1f} {row['flashlight_wer']:6.1%} | "
-                  f"{row['agreement']:9.0%}")
+                  f"{row['pyctcdecode_wer']:6.1%} | {row['flashlight_ms']:13.1f} {row['flashlight_wer']:6.1%} "
+                  f"{row['flashlight_agreement']:9.0%} | {row['lexicon_ms']:10.1f} {row['lexicon_wer']:6.1%} "
+                  f"{row['lexicon_agreement']:9.0%}")
         if args.json:
             print(json.dumps(results, indent=2))
 
