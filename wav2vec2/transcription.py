@@ -519,6 +519,8 @@ def transcribe_iter(
         audio = [audio]
     ctc = model if isinstance(model, CTCModel) else load_ctc_model(model, backend, device)
     lm_decoder, decode_kwargs = None, {}
+    if hotwords and decoder == "flashlight":
+        raise ValueError("hotwords need decoder='pyctcdecode'; the flashlight decoder does not support them")
     if lm is not None:
         from .processing_with_lm import Wav2Vec2ProcessorWithLM
 
