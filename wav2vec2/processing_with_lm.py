@@ -324,12 +324,6 @@ def _download_decoder_files(repo_id: str, hub_kwargs: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- flashlight
-def _flashlight_decoder_base():
-    from pyctcdecode import BeamSearchDecoderCTC
-
-    return BeamSearchDecoderCTC
-
-
 class _WordLM:
     """pyctcdecode's word-level KenLM scoring, offered to flashlight's lexicon-free decoder one token
     at a time.
@@ -404,15 +398,16 @@ class _WordLM:
 
 
 def _make_flashlight_decoder_class():
-    base = _flashlight_decoder_base()
+    from pyctcdecode import BeamSearchDecoderCTC
 
-    class FlashlightDecoder(base):
+    class FlashlightDecoder(BeamSearchDecoderCTC):
         """A pyctcdecode decoder whose beam search is flashlight-text's lexicon-free decoder (C++).
 
         Same alphabet, same language model object and same scoring as the pyctcdecode decoder it
         is made from (``from_pyctcdecode``); only the search differs (flashlight merges and prunes
-        hypotheses its own way), so results agree in most, not all, cases: see
-        benchmarks/bench_lm_decoders.py. Hotwords are not supported.
+        hypotheses its own way). Results agree with pyctcdecode's on clear input; on noisy input
+        flashlight often finds a different, better-scoring text, and its word frames are those of
+        the best path (see docs/transcription.md). Hotwords are not supported.
         """
 
         @classmethod
