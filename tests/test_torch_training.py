@@ -59,7 +59,7 @@ def test_layerdrop_skipped_layers_still_get_zero_gradients():
     assert all(not g.any() for g in layer_grads)
 
 
-def _train_under_ddp(steps=4):
+def _train_under_ddp(steps=4, gradient_checkpointing=False):
     """A few LayerDrop training steps under DDP (gloo, world_size=1, in this process)."""
     import torch.distributed as dist
 
@@ -71,6 +71,8 @@ def _train_under_ddp(steps=4):
         torch.manual_seed(0)
         config = small_config("stable", layerdrop=0.5, num_hidden_layers=4, add_adapter=True, **NO_DROPOUT)
         model = ours.Wav2Vec2ForCTC(config).train()
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01)
         for step in range(steps):
@@ -83,16 +85,19 @@ def _train_under_ddp(steps=4):
         dist.destroy_process_group()
 
 
-def test_layerdrop_under_ddp_without_find_unused_parameters(monkeypatch):
-    """DDP's reducer raises on the step after a parameter got no gradient; here none is missed.
-
-    The control run removes the zero-weighted touch of skipped layers and must hit that error, so the
-    test would notice a LayerDrop that silently leaves parameters out of the graph.
-    """
+@pytest.mark.parametrize("gradient_checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_layerdrop_under_ddp_without_find_unused_parameters(gradient_checkpointing):
+    """DDP's reducer raises on the step after a parameter got no gradient; here none is missed."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    _train_under_ddp()
+    _train_under_ddp(gradient_checkpointing=gradient_checkpointing)
 
+
+def test_ddp_control_without_the_zero_touch_fails(monkeypatch):
+    """Removing the zero-weighted touch of skipped layers must hit DDP's error, so the test above
+    would notice a LayerDrop that silently leaves parameters out of the graph."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
     import wav2vec2.backends.torch.modeling as modeling
 
     monkeypatch.setattr(modeling, "_zero_touch", lambda module: None)

@@ -8,6 +8,11 @@ written canonically as ``weight_g`` / ``weight_v``.
 Randomness that the other backends must be able to reproduce (SpecAugment masks, pretraining masks,
 negatives) comes from ``wav2vec2.spec``; only dropout, LayerDrop and, when no noise is passed, the
 Gumbel noise of the quantizer use torch's own generator.
+
+LayerDrop and DistributedDataParallel: a skipped layer still adds 0 * (one entry of each of its
+parameters) to the hidden states, so every parameter gets a (zero) gradient on every step and DDP
+runs with ``find_unused_parameters=False``; ranks need not agree on which layers they skip.
+``masked_spec_embed`` is likewise applied with ``torch.where``, in the graph even when no frame is masked.
 """
 from __future__ import annotations
 
