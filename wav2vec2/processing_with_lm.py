@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .feature_extraction import _HUB_KWARGS, Wav2Vec2FeatureExtractor
+from .feature_extraction import Wav2Vec2FeatureExtractor
 from .processing import Wav2Vec2Processor
 from .tokenization import Wav2Vec2CTCTokenizer
 
@@ -139,7 +139,7 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         processor = Wav2Vec2Processor.from_pretrained(path_or_repo_id, **kwargs)
         directory = os.fspath(path_or_repo_id)
         if not os.path.isdir(directory):
-            directory = _download_decoder_files(directory, {k: v for k, v in kwargs.items() if k in _HUB_KWARGS})
+            directory = _download_decoder_files(directory, {k: v for k, v in kwargs.items() if k in _SNAPSHOT_KWARGS})
         try:
             decoder = BeamSearchDecoderCTC.load_from_dir(directory, unigram_encoding)
         except ValueError as e:
@@ -316,11 +316,17 @@ def _collect(hypotheses: List[List[dict]], n_best: int, output_word_offsets: boo
     )
 
 
+_SNAPSHOT_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
+
+
 def _download_decoder_files(repo_id: str, hub_kwargs: dict) -> str:
     """Fetch ``alphabet.json`` and ``language_model/*`` of a hub repo; returns the local snapshot."""
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(repo_id, allow_patterns=["alphabet.json", "language_model/*"], **hub_kwargs)
+    try:
+        return snapshot_download(repo_id, allow_patterns=["alphabet.json", "language_model/*"], **hub_kwargs)
+    except Exception as e:  # offline, unknown repo, ...: say what was being fetched
+        raise ValueError(f"{repo_id}: cannot fetch the language model files ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------- flashlight
