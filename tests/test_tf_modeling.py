@@ -196,6 +196,22 @@ def test_unpadded_single_waveform_matches_reference(arch):
     np.testing.assert_allclose(ours.last_hidden_state.numpy(), theirs.last_hidden_state.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_attention_weights_match_reference(arch):
+    config = small_config(arch)
+    reference, model = model_pair(config, "model")
+    reference.config._attn_implementation = "eager"  # the reference returns weights from its eager path
+    waveforms, attention_mask = padded_batch()
+    ours = model(waveforms, attention_mask=attention_mask, output_attentions=True)
+    with torch.no_grad():
+        theirs = reference(torch.tensor(waveforms), attention_mask=torch.tensor(attention_mask), output_attentions=True)
+    assert len(ours.attentions) == len(theirs.attentions) == config.num_hidden_layers
+    for i, (a, b) in enumerate(zip(ours.attentions, theirs.attentions)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=f"attentions[{i}]")
+    # Padded keys get no weight.
+    assert np.abs(ours.attentions[0].numpy()[1, :, :, frames(config, VALID):]).max() < 1e-12
+
+
 def test_feature_encoder_and_positional_conv_stages():
     config = small_config("base", num_conv_pos_embeddings=5)  # odd kernel: no frame dropped
     reference, model = model_pair(config, "model")
@@ -347,6 +363,19 @@ def test_pretraining_gradients_match_reference(arch):
     _assert_gradients_match(ours, theirs)
 
 
+def test_xvector_gradients_stay_finite_when_a_channel_is_silent():
+    config = small_config("base")
+    model = W.Wav2Vec2ForXVector(config)
+    bias = model.tdnn[-1].kernel.bias
+    bias.assign(np.where(np.arange(bias.shape[0]) == 0, -1e4, bias.numpy()))  # ReLU keeps channel 0 at 0
+    waveforms, attention_mask = padded_batch()
+    with tf.GradientTape() as tape:
+        outputs = model(waveforms, attention_mask=attention_mask, labels=np.array([0, 1]))
+    gradients = tape.gradient(outputs.loss, model.trainable_variables)
+    assert np.isfinite(outputs.loss.numpy()) and outputs.embeddings.numpy().shape == (2, config.xvector_output_dim)
+    assert all(np.isfinite(g.numpy()).all() for g in gradients if g is not None)
+
+
 # ------------------------------------------------------------------------------------------ training mode
 
 
@@ -414,6 +443,27 @@ def test_pretraining_in_training_mode_with_gumbel_noise_matches_reference(monkey
     with torch.no_grad():
         theirs = reference(torch.tensor(waveforms), attention_mask=torch.tensor(attention_mask), **to_torch(inputs))
     assert_outputs_match(ours, theirs, "pretraining")
+
+
+def test_mixed_bfloat16_computes_the_ctc_loss_in_float32():
+    keras = pytest.importorskip("keras")
+    config = small_config("base")
+    reference_model = W.Wav2Vec2ForCTC(config)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = W.Wav2Vec2ForCTC(config)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.load_canonical_state_dict(reference_model.canonical_state_dict())
+    waveforms, attention_mask = padded_batch()
+    labels = head_inputs(config, "ctc", np.random.default_rng(3))["labels"]
+    with tf.GradientTape() as tape:
+        outputs = model(waveforms, attention_mask=attention_mask, labels=labels)
+    gradients = tape.gradient(outputs.loss, model.trainable_variables)
+    assert outputs.logits.dtype == tf.bfloat16 and outputs.loss.dtype == tf.float32
+    assert all(np.isfinite(g.numpy()).all() for g in gradients if g is not None)
+    expected = reference_model(waveforms, attention_mask=attention_mask, labels=labels).loss.numpy()
+    np.testing.assert_allclose(outputs.loss.numpy(), expected, rtol=2e-2)
 
 
 def test_freezing():

@@ -66,6 +66,14 @@ def _port_conv(conv: keras.layers.Conv1D) -> Port:
     return port
 
 
+def _canonical_shape(variable, layout) -> tuple:
+    return tuple(layout(np.empty(variable.shape)).shape) if layout else tuple(variable.shape)
+
+
+def _few(names, limit=5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _port_norm(norm) -> Port:
     return {"weight": (norm.gamma, None), "bias": (norm.beta, None)}
 
@@ -196,7 +204,9 @@ def _samples_for_frames(config, frames: int) -> int:
 
 def _sparse_cross_entropy(logits, labels):
     """Mean cross-entropy over rows, in float32. logits (N, L), labels (N,)."""
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
+    )
     return tf.reduce_mean(losses)
 
 
@@ -307,7 +317,10 @@ class FeatureProjection(keras.layers.Layer):
         return projected, normed
 
     def port(self) -> Port:
-        return {**_prefixed("layer_norm", _port_norm(self.layer_norm)), **_prefixed("projection", _port_dense(self.projection))}
+        return {
+            **_prefixed("layer_norm", _port_norm(self.layer_norm)),
+            **_prefixed("projection", _port_dense(self.projection)),
+        }
 
 
 class PositionalConvEmbedding(keras.layers.Layer):
@@ -349,7 +362,11 @@ class PositionalConvEmbedding(keras.layers.Layer):
         return self.activation(hidden_states)
 
     def port(self) -> Port:
-        return {"conv.weight_g": (self.weight_g, None), "conv.weight_v": (self.weight_v, None), "conv.bias": (self.bias, None)}
+        return {
+            "conv.weight_g": (self.weight_g, None),
+            "conv.weight_v": (self.weight_v, None),
+            "conv.bias": (self.bias, None),
+        }
 
 
 class Attention(keras.layers.Layer):
@@ -533,7 +550,10 @@ class Encoder(keras.layers.Layer):
         return tf.cond(skip, skipped, lambda: layer(hidden_states, attention_bias, training=training))
 
     def port(self) -> Port:
-        port = {**_prefixed("pos_conv_embed", self.pos_conv_embed.port()), **_prefixed("layer_norm", _port_norm(self.layer_norm))}
+        port = {
+            **_prefixed("pos_conv_embed", self.pos_conv_embed.port()),
+            **_prefixed("layer_norm", _port_norm(self.layer_norm)),
+        }
         for i, layer in enumerate(self.layers):
             port.update(_prefixed(f"layers.{i}", layer.port()))
         return port
@@ -613,7 +633,9 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         )
         self.weight_proj = keras.layers.Dense(self.num_groups * self.num_vars, kernel_initializer=_normal(1.0))
         # A variable rather than a float, so that a compiled train step sees updates.
-        self.temperature = self.add_weight(shape=(), name="temperature", initializer=keras.initializers.Constant(2.0), trainable=False)
+        self.temperature = self.add_weight(
+            shape=(), name="temperature", initializer=keras.initializers.Constant(2.0), trainable=False
+        )
         self.seed_generator = keras.random.SeedGenerator()
 
     @staticmethod
@@ -718,24 +740,25 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         return {name: (layout(var.numpy()) if layout else var.numpy()) for name, (var, layout) in self.port().items()}
 
     def canonical_shapes(self) -> Dict[str, tuple]:
-        return {name: tuple(layout(np.empty(var.shape)).shape) if layout else tuple(var.shape) for name, (var, layout) in self.port().items()}
+        """Canonical name -> canonical shape of every weight."""
+        return {name: _canonical_shape(var, layout) for name, (var, layout) in self.port().items()}
 
     def load_canonical_state_dict(self, state, *, allow_missing=()):
         """Assign weights from a canonical dict; every key must be known and every weight given."""
         port = self.port()
         unknown = sorted(set(state) - set(port))
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown weight names {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+            raise ValueError(f"{type(self).__name__}: unknown weight names {_few(unknown)}")
         missing = sorted(set(port) - set(state) - set(allow_missing))
         if missing:
-            raise ValueError(f"{type(self).__name__}: missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            raise ValueError(f"{type(self).__name__}: missing weights {_few(missing)}")
         for name, value in state.items():
             var, layout = port[name]
             value = np.asarray(value)
             value = layout(value) if layout else value
             if tuple(value.shape) != tuple(var.shape):
-                expected = layout(np.empty(var.shape)).shape if layout else tuple(var.shape)
-                raise ValueError(f"weight {name!r}: expected shape {tuple(expected)}, got {np.asarray(state[name]).shape}")
+                expected = _canonical_shape(var, layout)
+                raise ValueError(f"weight {name!r}: expected shape {expected}, got {np.asarray(state[name]).shape}")
             var.assign(value.astype(var.dtype))
 
     # --- loading and saving -------------------------------------------------------------------
@@ -824,7 +847,8 @@ def _check_inputs(config, input_values, attention_mask):
         attention_mask = tf.convert_to_tensor(attention_mask)
         if not attention_mask.shape.is_compatible_with(input_values.shape):
             raise ValueError(
-                f"attention_mask must have the shape of input_values {tuple(input_values.shape)}, got {tuple(attention_mask.shape)}"
+                f"attention_mask must have the shape of input_values {tuple(input_values.shape)}, "
+                f"got {tuple(attention_mask.shape)}"
             )
     return input_values, attention_mask
 
@@ -898,7 +922,10 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             mask_feature_indices = feature_mask if draw_features else mask_feature_indices
         if mask_time_indices is not None:
             if self.masked_spec_embed is None:
-                raise ValueError("mask_time_indices given, but the config has mask_time_prob = mask_feature_prob = 0 (no masked_spec_embed)")
+                raise ValueError(
+                    "mask_time_indices given, but the config has mask_time_prob = mask_feature_prob = 0 "
+                    "(so the model has no masked_spec_embed)"
+                )
             mask = tf.cast(tf.convert_to_tensor(mask_time_indices), tf.bool)[:, :, None]  # (B, T, 1)
             hidden_states = tf.where(mask, tf.cast(self.masked_spec_embed, hidden_states.dtype), hidden_states)
         if use_features:
@@ -916,7 +943,9 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
 
         def draw(frame_mask):
             batch, frames = frame_mask.shape
-            time_mask, feature_mask = masking.spec_augment_masks(config, batch, frames, rng=rng, frame_attention_mask=frame_mask)
+            time_mask, feature_mask = masking.spec_augment_masks(
+                config, batch, frames, rng=rng, frame_attention_mask=frame_mask
+            )
             time_mask = np.zeros((batch, frames), bool) if time_mask is None else time_mask
             feature_mask = np.zeros((batch, config.hidden_size), bool) if feature_mask is None else feature_mask
             return time_mask, feature_mask
@@ -927,7 +956,10 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         return time_mask, feature_mask
 
     def port(self) -> Port:
-        port = {**_prefixed("feature_extractor", self.feature_encoder.port()), **_prefixed("feature_projection", self.feature_projection.port())}
+        port = {
+            **_prefixed("feature_extractor", self.feature_encoder.port()),
+            **_prefixed("feature_projection", self.feature_projection.port()),
+        }
         if self.masked_spec_embed is not None:
             port["masked_spec_embed"] = (self.masked_spec_embed, None)
         port.update(_prefixed("encoder", self.encoder.port()))
@@ -1003,7 +1035,8 @@ class Wav2Vec2ForCTC(_HeadModel):
                 raise ValueError(f"labels hold ids >= vocab_size={self.config.vocab_size}")
         outputs = self._body_outputs(
             input_values, attention_mask, training, output_hidden_states, output_attentions,
-            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
+            spec_augment_rng=spec_augment_rng,
         )
         logits = self.lm_head(self.dropout(outputs.last_hidden_state, training=training))  # (B, T, vocab)
         loss = None
@@ -1039,7 +1072,10 @@ class Wav2Vec2ForCTC(_HeadModel):
         else:
             path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.bin", required=False, **hub_kwargs)
             if path is None:
-                raise ValueError(f"{path_or_repo_id}: no adapter weights for language {target_lang!r} (adapter.{target_lang}.safetensors or .bin)")
+                raise ValueError(
+                    f"{path_or_repo_id}: no adapter weights for language {target_lang!r} "
+                    f"(adapter.{target_lang}.safetensors or .bin)"
+                )
             state = read_bin(path)
         port = self.port()
         adapter_keys = {k for k in port if ".adapter_layer." in k or k.startswith("lm_head.")}
@@ -1079,16 +1115,18 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
     ):
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions, mask_time_indices=mask_time_indices,
-            mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, training, output_hidden_states, output_attentions,
+            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
+            spec_augment_rng=spec_augment_rng,
         )
         hidden_states = self.projector(self._layer_weighted_states(outputs))  # (B, T, P)
         if attention_mask is None:
             pooled = tf.reduce_mean(hidden_states, axis=1)
         else:
-            frame_mask = _frame_mask(self.config, tf.reshape(attention_mask, (tf.shape(hidden_states)[0], -1)), tf.shape(hidden_states)[1], self.config.add_adapter)
-            frame_mask = tf.cast(frame_mask, hidden_states.dtype)
-            pooled = tf.reduce_sum(hidden_states * frame_mask[:, :, None], axis=1) / tf.reduce_sum(frame_mask, axis=1, keepdims=True)
+            batch, frames = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
+            valid = _frame_mask(self.config, tf.reshape(attention_mask, (batch, -1)), frames, self.config.add_adapter)
+            valid = tf.cast(valid, hidden_states.dtype)[:, :, None]  # (B, T, 1)
+            pooled = tf.reduce_sum(hidden_states * valid, axis=1) / tf.reduce_sum(valid, axis=1)
         logits = self.classifier(pooled)  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -1097,7 +1135,11 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         return SequenceClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
 
     def head_port(self) -> Port:
-        return {**self._layer_weights_port(), **_prefixed("projector", _port_dense(self.projector)), **_prefixed("classifier", _port_dense(self.classifier))}
+        return {
+            **self._layer_weights_port(),
+            **_prefixed("projector", _port_dense(self.projector)),
+            **_prefixed("classifier", _port_dense(self.classifier)),
+        }
 
 
 class Wav2Vec2ForAudioFrameClassification(_HeadModel):
@@ -1107,7 +1149,9 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
 
     def __init__(self, config, **kwargs):
         if config.add_adapter:
-            raise ValueError("Wav2Vec2ForAudioFrameClassification does not support the conv adapter (config.add_adapter=True)")
+            raise ValueError(
+                "Wav2Vec2ForAudioFrameClassification does not support the conv adapter (config.add_adapter=True)"
+            )
         super().__init__(config, **kwargs)
         self.wav2vec2 = Wav2Vec2Model(config)
         self._add_layer_weights()
@@ -1120,8 +1164,9 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
         mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
     ):
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions, mask_time_indices=mask_time_indices,
-            mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, training, output_hidden_states, output_attentions,
+            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
+            spec_augment_rng=spec_augment_rng,
         )
         logits = self.classifier(self._layer_weighted_states(outputs))  # (B, T, num_labels)
         loss = None
@@ -1170,8 +1215,9 @@ class Wav2Vec2ForXVector(_HeadModel):
         mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
     ):
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions, mask_time_indices=mask_time_indices,
-            mask_feature_indices=mask_feature_indices, spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, training, output_hidden_states, output_attentions,
+            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
+            spec_augment_rng=spec_augment_rng,
         )
         hidden_states = self.projector(self._layer_weighted_states(outputs))
         for layer in self.tdnn:
@@ -1180,14 +1226,18 @@ class Wav2Vec2ForXVector(_HeadModel):
         if attention_mask is None:
             valid = tf.ones(tf.shape(hidden_states)[:2], hidden_states.dtype)
         else:
-            sample_counts = tf.reduce_sum(tf.cast(tf.reshape(attention_mask, (tf.shape(hidden_states)[0], -1)), tf.int32), -1)
+            attention_mask = tf.reshape(attention_mask, (tf.shape(hidden_states)[0], -1))
+            sample_counts = tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1)
             lengths = self._tdnn_output_lengths(_conv_output_lengths(self.config, sample_counts, self.config.add_adapter))
             valid = tf.cast(tf.range(frames)[None, :] < lengths[:, None], hidden_states.dtype)
         valid = valid[:, :, None]  # (B, T', 1)
         count = tf.reduce_sum(valid, axis=1)
         mean = tf.reduce_sum(hidden_states * valid, axis=1) / count
         variance = tf.reduce_sum(tf.square(hidden_states - mean[:, None]) * valid, axis=1) / (count - 1)  # unbiased
-        statistics = tf.concat([mean, tf.sqrt(variance)], axis=-1)  # (B, 2 * tdnn_dim[-1])
+        # A channel the ReLU keeps at 0 has zero variance; sqrt's gradient there is inf, so give it 0 instead.
+        positive = variance > 0
+        std = tf.where(positive, tf.sqrt(tf.where(positive, variance, tf.ones_like(variance))), tf.zeros_like(variance))
+        statistics = tf.concat([mean, std], axis=-1)  # (B, 2 * tdnn_dim[-1])
         embeddings = self.feature_extractor(statistics)
         logits = self.classifier(embeddings)
         loss = None
@@ -1248,20 +1298,25 @@ class Wav2Vec2ForPreTraining(_HeadModel):
         )
         projected_states = self.project_hid(outputs.last_hidden_state)  # (B, T, P)
         extract_features = self.dropout_features(outputs.extract_features, training=training)
-        quantized, perplexity = self.quantizer(extract_features, mask_time_indices, training=training, gumbel_noise=gumbel_noise)
+        quantized, perplexity = self.quantizer(
+            extract_features, mask_time_indices, training=training, gumbel_noise=gumbel_noise
+        )
         quantized = self.project_q(quantized)  # (B, T, P)
 
         loss = contrastive_loss = diversity_loss = None
         if sampled_negative_indices is not None:
             if mask_time_indices is None:
                 raise ValueError("sampled_negative_indices needs mask_time_indices: the loss is over masked frames")
-            contrastive_loss = self._contrastive_loss(projected_states, quantized, sampled_negative_indices, mask_time_indices)
+            contrastive_loss = self._contrastive_loss(
+                projected_states, quantized, sampled_negative_indices, mask_time_indices
+            )
             num_codevectors = self.config.num_codevectors_per_group * self.config.num_codevector_groups
             num_masked = tf.reduce_sum(tf.cast(mask_time_indices, tf.float32))
             diversity_loss = (num_codevectors - perplexity) / num_codevectors * num_masked
             loss = contrastive_loss + self.config.diversity_loss_weight * diversity_loss
         return Wav2Vec2ForPreTrainingOutput(
-            loss, projected_states, quantized, perplexity, outputs.hidden_states, outputs.attentions, contrastive_loss, diversity_loss
+            loss, projected_states, quantized, perplexity, outputs.hidden_states, outputs.attentions,
+            contrastive_loss, diversity_loss,
         )
 
     def _contrastive_loss(self, projected_states, quantized, negative_indices, mask_time_indices):
