@@ -252,12 +252,18 @@ def _compare_gradients(model, reference, x_ours, x_ref):
             assert_close(p.grad, reference_grads[key], atol=GRAD_ATOL, what=f"d loss / d {key}")
 
 
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_ctc_gradients_match_reference(arch):
-    config = small_config(arch, ctc_loss_reduction="mean")
+def test_ctc_gradients_match_reference(arch, training):
+    """Training mode runs with dropout and SpecAugment off (the reference draws its own masks)."""
+    zero_dropout = dict(hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, final_dropout=0.0)
+    config = small_config(arch, ctc_loss_reduction="mean", mask_time_prob=0.0, **zero_dropout)
     model, reference = paired_models("ctc", config, seed=2)
     x, mask = batch_inputs(padded=True)
     labels = labels_for("ctc", config, frames=0)
+    if training:
+        model.train(), reference.train()
+        reference.wav2vec2.feature_extractor._requires_grad = False  # see the pretraining test
     x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
     model(x_ours, attention_mask=mask, labels=labels).loss.backward()
     reference(x_ref, attention_mask=mask, labels=labels).loss.backward()
