@@ -32,29 +32,30 @@ SENTENCES = [
 ]
 
 
-def tiny_config(**overrides):
-    """Layer-norm model with a 320-sample frame (as real checkpoints) and a 325-sample receptive field."""
+def tiny_config(arch="stable", **overrides):
+    """A model with a 320-sample frame (as real checkpoints) and a 325-sample receptive field."""
     values = dict(
         vocab_size=len(VOCAB), conv_dim=(8, 8, 8), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
         hidden_dropout=0.0, pad_token_id=0,
     )
     values.update(overrides)
-    return small_config("stable", **values)
+    return small_config(arch, **values)
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-def _save_reference_checkpoint(directory, local: bool):
+def _save_reference_checkpoint(directory, local: bool, arch: str = "stable"):
     """A random reference CTC model and processor saved to ``directory``; returns (model, processor).
 
     The head is scaled and biased so that greedy decoding yields letters, blanks and word breaks
     (an untouched random head predicts one token everywhere). ``local=True`` zeroes the attention
     output projections: every frame then depends only on nearby samples, so chunked inference
-    must reproduce the unchunked frames exactly.
+    must reproduce the unchunked frames exactly. arch="base" (group norm) checkpoints take no
+    attention mask, as in the reference.
     """
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    model = transformers.Wav2Vec2ForCTC(reference_config(tiny_config())).eval()
+    model = transformers.Wav2Vec2ForCTC(reference_config(tiny_config(arch))).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(30.0)
         model.lm_head.bias[VOCAB["<pad>"]] += 5.0
@@ -67,7 +68,9 @@ def _save_reference_checkpoint(directory, local: bool):
     with open(os.path.join(directory, "vocab.json"), "w") as f:
         json.dump(VOCAB, f)
     tokenizer = transformers.Wav2Vec2CTCTokenizer(os.path.join(directory, "vocab.json"))
-    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=SR, return_attention_mask=True, do_normalize=True)
+    extractor = transformers.Wav2Vec2FeatureExtractor(
+        sampling_rate=SR, return_attention_mask=arch == "stable", do_normalize=True
+    )
     processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
     processor.save_pretrained(directory)
     model.save_pretrained(directory)
@@ -128,7 +131,7 @@ def reference_record(model, processor, waveform):
 
     inputs = processor(waveform, sampling_rate=SR, return_tensors="pt")
     with torch.no_grad():
-        logits = model(inputs.input_values, attention_mask=inputs.attention_mask).logits
+        logits = model(inputs.input_values, attention_mask=inputs.get("attention_mask")).logits
     decoded = processor.batch_decode(logits.argmax(-1), output_word_offsets=True)
     seconds_per_frame = model.config.inputs_to_logits_ratio / SR
     words = [
@@ -203,6 +206,28 @@ def test_pipeline_matches_reference_greedy_decode(checkpoint, speech_files):
         expected = reference_record(model, processor, soundfile.read(path, dtype="float32")[0])
         assert expected["words"], "the test model should produce words"
         assert_same_transcript(record, expected)
+
+
+def test_maskless_checkpoint_batches_only_equal_lengths(tmp_path, speech_files):
+    """Group-norm checkpoints take no attention mask, so padding would change their output: inputs of
+    different lengths must not share a batch, and each must match the reference run alone."""
+    import soundfile
+
+    directory = str(tmp_path / "base")
+    model, processor = _save_reference_checkpoint(directory, local=False, arch="base")
+    ctc = reference_ctc_model(directory, model)
+    assert not ctc.takes_attention_mask
+    shapes = []
+    forward = ctc.forward
+    ctc.forward = lambda values, mask: shapes.append((values.shape, mask)) or forward(values, mask)
+    waveform = soundfile.read(speech_files[0], dtype="float32")[0]
+    records = transcribe([*speech_files, waveform], model=ctc, batch_size=4)
+    assert all(mask is None for _, mask in shapes)
+    assert sorted(shape for shape, _ in shapes) == sorted(
+        [(2, waveform.size)] + [(1, soundfile.info(p).frames) for p in speech_files[1:]]
+    )
+    for record, path in zip(records, [*speech_files, speech_files[0]]):
+        assert_same_transcript(record, reference_record(model, processor, soundfile.read(path, dtype="float32")[0]))
 
 
 def test_long_input_chunked_agrees_with_unchunked(local_checkpoint):
