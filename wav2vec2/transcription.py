@@ -84,16 +84,20 @@ def _torch_forward(path, device) -> ForwardFn:
 
 
 def _tensorflow_forward(path, device) -> ForwardFn:
+    import contextlib
+
     import tensorflow as tf
 
     from .backends.tensorflow import Wav2Vec2ForCTC
 
-    device = device or "/CPU:0"
-    with tf.device(device):
+    def on_device():  # None: TensorFlow's own placement (a GPU when there is one)
+        return tf.device(device) if device else contextlib.nullcontext()
+
+    with on_device():
         model = Wav2Vec2ForCTC.from_pretrained(path)
 
     def forward(input_values, attention_mask):
-        with tf.device(device):
+        with on_device():
             mask = None if attention_mask is None else tf.constant(attention_mask)
             return np.asarray(model(tf.constant(input_values), attention_mask=mask).logits, dtype=np.float32)
 
