@@ -2,12 +2,14 @@
 
 The work is split so that memory stays bounded whatever the input:
 
-- Inputs are read one window at a time (a few files, or one long file), normalised once per file
-  with the feature extractor, and cut into *segments*: the whole file when it is short, otherwise
-  chunks of ``chunk_length_s`` seconds that overlap by ``stride_length_s`` seconds of context on
-  each side. Chunk bounds fall on the model's frame grid (``inputs_to_logits_ratio`` samples), so
-  frame ``t`` of a chunk that starts at sample ``m * ratio`` is frame ``m + t`` of the whole file,
-  and dropping the context frames leaves exactly the frames an unchunked pass would give.
+- Inputs are cut into *segments*: the whole input when it is short, otherwise chunks of
+  ``chunk_length_s`` seconds with ``stride_length_s`` seconds of context on each side. Chunk
+  bounds fall on the model's frame grid (``inputs_to_logits_ratio`` samples), so frame ``t`` of a
+  chunk that starts at sample ``m * ratio`` is frame ``m + t`` of the whole input, and dropping the
+  context frames leaves exactly the frames an unchunked pass would give. Normalisation uses the
+  statistics of the whole input, so a chunk sees the very samples an unchunked pass would.
+- Short inputs are read whole, a window of them at a time. A file longer than one chunk is
+  streamed instead: read in blocks twice, once for its length and statistics, once to cut chunks.
 - Segments of a window are sorted by length and run in batches (padding plus an attention mask
   when the checkpoint takes one; only equal lengths share a batch when it does not, because
   padding would then change the result).
