@@ -152,6 +152,17 @@ def test_half_precision_ctc_loss_is_finite_and_close(dtype):
     torch.testing.assert_close(out.loss, expected, rtol=0.05, atol=0.05)
 
 
+def test_bf16_xvector_loss_runs_in_float32():
+    config = small_config("base", mask_time_prob=0.0)
+    model = ours.Wav2Vec2ForXVector(config).eval()
+    x, labels = waveforms(), torch.tensor([0, 2])
+    with torch.no_grad():
+        expected = model(x, labels=labels).loss
+        out = model.to(torch.bfloat16)(x.to(torch.bfloat16), labels=labels)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.loss, expected, rtol=0.05, atol=0.05)
+
+
 # ----------------------------------------------------------------------------------- SpecAugment
 def test_training_spec_augment_draws_from_the_spec_layer():
     config = small_config("stable", mask_time_prob=0.3, mask_feature_prob=0.3, mask_feature_length=3, **NO_DROPOUT)

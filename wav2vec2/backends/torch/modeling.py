@@ -519,7 +519,9 @@ class AMSoftmaxLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.flatten()
-        cosine = F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=0)  # (batch, num_labels)
+        # The loss runs in float32 whatever the model's dtype (embeddings arrive as float32).
+        weight = self.weight.to(embeddings.dtype)
+        cosine = F.normalize(embeddings, dim=1) @ F.normalize(weight, dim=0)  # (batch, num_labels)
         is_target = F.one_hot(labels, self.num_labels).bool()
         logits = self.scale * torch.where(is_target, cosine - self.margin, cosine)
         return F.cross_entropy(logits, labels)
