@@ -497,6 +497,8 @@ def test_bad_inputs_raise_clear_errors(ctc_model):
         ctc_model(waveforms, attention_mask=attention_mask[:, :100])
     with pytest.raises(ValueError, match=r"labels must have shape \(batch, target_length\)"):
         ctc_model(waveforms, labels=np.ones((2,), np.int64))
+    with pytest.raises(ValueError, match=r"labels must have shape \(batch, target_length\) \(2, None\), got \(3, 4\)"):
+        ctc_model(waveforms, labels=np.ones((3, 4), np.int64))
     with pytest.raises(ValueError, match="vocab_size=12"):
         ctc_model(waveforms, labels=np.full((2, 3), 12))
 

@@ -1041,6 +1041,7 @@ class Wav2Vec2ForCTC(_HeadModel):
         logits = self.lm_head(self.dropout(outputs.last_hidden_state, training=training))  # (B, T, vocab)
         loss = None
         if labels is not None:
+            labels = _check_labels(labels, (logits.shape[0], None), "(batch, target_length)")
             input_values = tf.convert_to_tensor(input_values)
             input_values = input_values if input_values.shape.rank == 2 else input_values[None]
             if attention_mask is None:
