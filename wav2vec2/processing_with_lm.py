@@ -24,7 +24,6 @@ from .tokenization import Wav2Vec2CTCTokenizer
 
 # The padding marker of batch_decode's input: frames whose every logit is this are not decoded.
 PADDING_LOGIT = -100.0
-DECODERS = ("pyctcdecode", "flashlight")
 
 
 @dataclass
@@ -81,8 +80,7 @@ def _check_decoder(decoder, tokenizer) -> None:
 
 
 class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
-    """Feature extractor + tokenizer + beam search decoder (pyctcdecode ``BeamSearchDecoderCTC``,
-    or ``FlashlightDecoder`` of this module when built with decoder="flashlight")."""
+    """Feature extractor + tokenizer + beam search decoder (pyctcdecode ``BeamSearchDecoderCTC``)."""
 
     def __init__(self, feature_extractor: Wav2Vec2FeatureExtractor, tokenizer: Wav2Vec2CTCTokenizer, decoder):
         super().__init__(feature_extractor, tokenizer)
@@ -102,7 +100,6 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         alpha: Optional[float] = None,
         beta: Optional[float] = None,
         lowercase_labels: bool = False,
-        decoder: str = "pyctcdecode",
     ) -> "Wav2Vec2ProcessorWithLM":
         """Build the decoder from a KenLM model file (.arpa or binary) and the tokenizer's vocabulary.
 
@@ -114,17 +111,13 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         path = os.fspath(kenlm_model_path)
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such KenLM model file")
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         labels = decoder_labels(tokenizer, lowercase_labels)
         weights = {k: float(v) for k, v in dict(alpha=alpha, beta=beta).items() if v is not None}
         try:
-            beam_search = build_ctcdecoder(labels, kenlm_model_path=path, unigrams=unigrams, **weights)
+            decoder = build_ctcdecoder(labels, kenlm_model_path=path, unigrams=unigrams, **weights)
         except (OSError, RuntimeError) as e:  # kenlm reports a bad file as OSError / RuntimeError
             raise ValueError(f"{path}: cannot load the KenLM model ({e})") from None
-        if decoder == "flashlight":
-            beam_search = __getattr__("FlashlightDecoder").from_pyctcdecode(beam_search)
-        return cls(feature_extractor, tokenizer, beam_search)
+        return cls(feature_extractor, tokenizer, decoder)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, **kwargs) -> "Wav2Vec2ProcessorWithLM":
@@ -328,156 +321,3 @@ def _download_decoder_files(repo_id: str, hub_kwargs: dict) -> str:
     except Exception as e:  # offline, unknown repo, ...: say what was being fetched
         raise ValueError(f"{repo_id}: cannot fetch the language model files ({e})") from None
 
-
-# ---------------------------------------------------------------------------------------- flashlight
-class _WordLM:
-    """pyctcdecode's word-level KenLM scoring, offered to flashlight's lexicon-free decoder one token
-    at a time.
-
-    flashlight adds up per-token LM scores, while pyctcdecode rescores a beam from its text; the two
-    agree when each token returns the change in pyctcdecode's score for the beam: the alpha/beta
-    weighted KenLM score of each finished word, plus the unknown-prefix penalty of the word in
-    progress. A state remembers (KenLM state, finished words' score, word in progress).
-    """
-
-    def __init__(self, language_model, labels: List[str]):
-        from flashlight.lib.text.decoder import LM, LMState
-
-        lm = self
-
-        class Scorer(LM):  # pybind11 needs a direct subclass; it forwards to the _WordLM
-            def start(self, start_with_nothing):
-                return lm.start()
-
-            def score(self, state, token):
-                return lm.score(state, token)
-
-            def finish(self, state):
-                return lm.finish(state)
-
-        self._state_type = LMState
-        self.scorer = Scorer()
-        self.language_model = language_model
-        self.labels = labels
-        self.states = {}
-        self.steps = {}
-        self.partial_scores = {}
-
-    def _partial_score(self, word: str) -> float:
-        if word not in self.partial_scores:
-            self.partial_scores[word] = self.language_model.score_partial_token(word) if word else 0.0
-        return self.partial_scores[word]
-
-    def _state(self, kenlm_state, words_score: float, partial: str):
-        return kenlm_state, words_score, partial, words_score + self._partial_score(partial)
-
-    def start(self):
-        root = self._state_type()
-        self.steps = {}  # (state, token) -> (next state, score change): the decoder asks many times
-        self.states = {root: self._state(self.language_model.get_start_state(), 0.0, "")}
-        return root
-
-    def score(self, state, token):
-        step = self.steps.get((state, token))
-        if step is None:
-            step = self.steps[state, token] = self._step(state, token)
-        return step
-
-    def _step(self, state, token):
-        kenlm_state, words_score, partial, total = self.states[state]
-        label = self.labels[token]
-        if label == " " and not partial:
-            return state, 0.0  # a second space changes nothing: stay in the same state, so beams merge
-        child = state.child(token)
-        if label == " ":  # the word in progress is finished: KenLM scores it
-            word_score, next_state = self.language_model.score(kenlm_state, partial)
-            self.states[child] = self._state(next_state, words_score + word_score, "")
-        else:
-            self.states[child] = self._state(kenlm_state, words_score, partial + label)
-        return child, self.states[child][3] - total
-
-    def finish(self, state):
-        # The last word (possibly empty, when the text ends in a space) is scored with the sentence end.
-        kenlm_state, words_score, partial, total = self.states[state]
-        word_score, _ = self.language_model.score(kenlm_state, partial, is_last_word=True)
-        return state, words_score + word_score - total
-
-
-def _make_flashlight_decoder_class():
-    from pyctcdecode import BeamSearchDecoderCTC
-
-    class FlashlightDecoder(BeamSearchDecoderCTC):
-        """A pyctcdecode decoder whose beam search is flashlight-text's lexicon-free decoder (C++).
-
-        Same alphabet, same language model object and same scoring as the pyctcdecode decoder it
-        is made from (``from_pyctcdecode``); only the search differs (flashlight merges and prunes
-        hypotheses its own way). Results agree with pyctcdecode's on clear input; on noisy input
-        flashlight often finds a different, better-scoring text, and its word frames are those of
-        the best path (see docs/transcription.md). Hotwords are not supported.
-        """
-
-        @classmethod
-        def from_pyctcdecode(cls, decoder):
-            return cls(decoder._alphabet, decoder._language_model)
-
-        def decode_beams(self, logits, beam_width=100, beam_prune_logp=-10.0, token_min_logp=-5.0,
-                         prune_history=False, hotwords=None, hotword_weight=10.0, lm_start_state=None):
-            from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions
-
-            if hotwords:
-                raise ValueError("the flashlight decoder does not support hotwords; use decoder='pyctcdecode'")
-            labels = self._alphabet.labels
-            if " " not in labels or "" not in labels:
-                raise ValueError("the flashlight decoder needs a word delimiter and a blank in the vocabulary")
-            language_model = self._language_model
-            if language_model is None:
-                raise ValueError("the flashlight decoder needs a language model")
-            emissions = np.array(logits, dtype=np.float32)  # (frames, labels)
-            frames, num_labels = emissions.shape
-            # Like pyctcdecode, expand only tokens above token_min_logp (and each frame's best): the
-            # others are pushed out of flashlight's per-frame top-k, which is as wide as the widest frame.
-            expand = (emissions >= token_min_logp) | (emissions == emissions.max(axis=-1, keepdims=True))
-            emissions[~expand] = -1e9
-            options = LexiconFreeDecoderOptions(
-                beam_size=int(beam_width), beam_size_token=int(expand.sum(axis=-1).max()),
-                beam_threshold=-float(beam_prune_logp),
-                lm_weight=1.0, sil_score=0.0, log_add=True, criterion_type=CriterionType.CTC,
-            )
-            word_lm = _WordLM(language_model, labels)
-            search = LexiconFreeDecoder(options, word_lm.scorer, labels.index(" "), labels.index(""), [])
-            results = search.decode(emissions.ctypes.data, frames, num_labels)
-            return [self._as_beam(r, labels) for r in results[:beam_width]]
-
-        @staticmethod
-        def _as_beam(result, labels):
-            """(text, None, [(word, (start, end))], logit score, total score) as pyctcdecode's decode_beams."""
-            from .spec.ctc import collapse
-
-            # tokens: one label per frame, with a leading and a trailing sentence marker.
-            path = np.asarray(result.tokens, dtype=np.int64)[1:-1]
-            segments = collapse(path, labels.index(""))
-            chars = [labels[i] for i in segments.ids]
-            words, current = [], None
-            for char, start, end in zip(chars, segments.starts, segments.ends):
-                if char == " ":
-                    current = None
-                elif current is None:
-                    current = [char, int(start), int(end)]
-                    words.append(current)
-                else:
-                    current[0] += char
-                    current[2] = int(end)
-            text = " ".join(w[0] for w in words)
-            return text, None, [(w, (s, e)) for w, s, e in words], float(result.emittingModelScore), float(result.score)
-
-    return FlashlightDecoder
-
-
-def __getattr__(name):
-    # FlashlightDecoder subclasses pyctcdecode's decoder: built on first use, so importing this
-    # module does not import pyctcdecode.
-    if name == "FlashlightDecoder":
-        cls = _make_flashlight_decoder_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -511,7 +511,6 @@ def transcribe_iter(
     chunk_length_s: Optional[float] = 20.0,
     stride_length_s: Optional[float] = None,
     lm: Optional[str] = None,
-    decoder: str = "pyctcdecode",
     beam_width: Optional[int] = None,
     alpha: Optional[float] = None,
     beta: Optional[float] = None,
@@ -525,12 +524,10 @@ def transcribe_iter(
         audio = [audio]
     ctc = model if isinstance(model, CTCModel) else load_ctc_model(model, backend, device)
     lm_decoder, decode_kwargs = None, {}
-    if hotwords and decoder == "flashlight":
-        raise ValueError("hotwords need decoder='pyctcdecode'; the flashlight decoder does not support them")
     if lm is not None:
         from .processing_with_lm import Wav2Vec2ProcessorWithLM
 
-        lm_decoder = Wav2Vec2ProcessorWithLM.from_kenlm(ctc.feature_extractor, ctc.tokenizer, lm, alpha=alpha, beta=beta, decoder=decoder)
+        lm_decoder = Wav2Vec2ProcessorWithLM.from_kenlm(ctc.feature_extractor, ctc.tokenizer, lm, alpha=alpha, beta=beta)
         options = dict(beam_width=beam_width, hotwords=hotwords, hotword_weight=hotword_weight)
         decode_kwargs = {k: v for k, v in options.items() if v is not None}
     transcriber = Transcriber(
@@ -552,9 +549,8 @@ def transcribe(audio: Iterable, model, errors: str = "raise", **kwargs) -> List[
     chunk_length_s / stride_length_s: inputs longer than ``chunk_length_s`` run in chunks of that
         length with ``stride_length_s`` of context each side (default chunk_length_s / 6);
         0 or None runs every input whole.
-    lm: a KenLM model file (.arpa or binary) for beam search instead of greedy decoding;
-        ``decoder`` picks the beam search ("pyctcdecode" or "flashlight"); beam_width, alpha,
-        beta, hotwords and hotword_weight tune it.
+    lm: a KenLM model file (.arpa or binary) for pyctcdecode's beam search instead of greedy
+        decoding; beam_width, alpha, beta, hotwords and hotword_weight tune it.
     progress: show a tqdm bar on stderr (None: only when stderr is a terminal).
     errors: "raise" raises the first unreadable input's AudioError; "return" keeps it as a record
         {"file": name, "error": message}.
@@ -635,8 +631,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context on each side of a chunk, dropped after inference (default: chunk / 6)")
     parser.add_argument("--format", choices=FORMATS, default="txt")
     parser.add_argument("--lm", default=None, help="KenLM model (.arpa or binary) for beam search decoding")
-    parser.add_argument("--decoder", choices=("pyctcdecode", "flashlight"), default="pyctcdecode",
-                        help="beam search implementation used with --lm")
     parser.add_argument("--beam-width", type=int, default=None)
     parser.add_argument("--alpha", type=float, default=None, help="language model weight")
     parser.add_argument("--beta", type=float, default=None, help="word insertion bonus")
@@ -651,7 +645,7 @@ def run(args) -> int:
         records = transcribe_iter(
             args.audio, model=args.model, backend=args.backend, device=args.device,
             batch_size=args.batch_size, chunk_length_s=args.chunk_length_s, stride_length_s=args.stride_length_s,
-            lm=args.lm, decoder=args.decoder, beam_width=args.beam_width, alpha=args.alpha, beta=args.beta,
+            lm=args.lm, beam_width=args.beam_width, alpha=args.alpha, beta=args.beta,
             hotwords=args.hotwords, hotword_weight=args.hotword_weight,
             progress=False if args.no_progress else None,
         )
