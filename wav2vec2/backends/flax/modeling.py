@@ -512,6 +512,18 @@ class TDNNLayer(nn.Module):
         return jax.nn.relu(y)
 
 
+class AMSoftmaxObjective(nn.Module):
+    """The x-vector objective: its (xvector_output_dim, num_labels) matrix and the AM-softmax loss."""
+
+    config: Wav2Vec2Config
+
+    @nn.compact
+    def __call__(self, logits, labels):
+        shape = (self.config.xvector_output_dim, self.config.num_labels)
+        weight = self.param("weight", nn.initializers.normal(1.0), shape)
+        return None if labels is None else am_softmax_loss(logits, weight, labels.reshape(-1))
+
+
 # ----------------------------------------------------------------------------------------- losses
 def ctc_loss(logits, frame_lengths, labels, blank: int, reduction: str, zero_infinity: bool):
     """PyTorch's F.ctc_loss on (batch, frames, vocab) logits, labels padded with negative values.
@@ -741,10 +753,6 @@ class Wav2Vec2ForXVectorModule(HeadModule):
                  output_hidden_states: bool = False, output_attentions: bool = False,
                  mask_time_indices=None, mask_feature_indices=None) -> XVectorOutput:
         config = self.config
-        objective_weight = self.param(
-            "objective", lambda key, shape: {"weight": jax.random.normal(key, shape)},
-            (config.xvector_output_dim, config.num_labels),
-        )["weight"]
         outputs = self.run_base_model(input_values, attention_mask, deterministic,
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
                                       mask_time_indices, mask_feature_indices)
@@ -768,7 +776,7 @@ class Wav2Vec2ForXVectorModule(HeadModule):
 
         embeddings = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="feature_extractor")(statistics)
         logits = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="classifier")(embeddings)
-        loss = None if labels is None else am_softmax_loss(logits, objective_weight, labels.reshape(-1))
+        loss = AMSoftmaxObjective(config, name="objective")(logits, labels)
         return XVectorOutput(loss, logits, embeddings, outputs.hidden_states if output_hidden_states else None,
                              outputs.attentions)
 
