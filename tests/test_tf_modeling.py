@@ -130,6 +130,7 @@ def test_key_set_is_canonical(arch, head):
     names = pytest.importorskip("wav2vec2.spec.names")
     config = small_config(arch, use_weighted_layer_sum=head in ("sequence_classification", "xvector"))
     model = getattr(W, CLASS_NAMES[head])(config)
+    assert model.head == head
     assert model.canonical_shapes() == {k: tuple(v) for k, v in names.canonical_shapes(config, head).items()}
 
 

@@ -194,14 +194,6 @@ def _frame_mask(config, attention_mask, num_frames, add_adapter):
     return tf.range(num_frames)[None, :] < lengths[:, None]
 
 
-def _samples_for_frames(config, frames: int) -> int:
-    """Fewest samples for which the conv stack yields ``frames`` frames."""
-    length = frames
-    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
-        length = (length - 1) * stride + kernel
-    return length
-
-
 def _sparse_cross_entropy(logits, labels):
     """Mean cross-entropy over rows, in float32. logits (N, L), labels (N,)."""
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -582,7 +574,11 @@ class AdapterLayer(keras.layers.Layer):
 
 
 class Adapter(keras.layers.Layer):
-    """Conv adapter after the encoder (add_adapter): optional projection, then strided GLU convs."""
+    """Conv adapter after the encoder (add_adapter): optional projection, then strided GLU convs.
+
+    LayerDrop skips a whole strided conv, so the output length depends on the draw: it runs eagerly
+    and in a tf.function, but not under XLA, which needs static shapes (train with layerdrop=0 there).
+    """
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -727,9 +723,9 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         self.config = config
         self.loss_tracker = keras.metrics.Mean(name="loss")  # what fit and evaluate report
 
-    def _build_weights(self, frames: int = 1):
-        """Create every weight by running a tiny batch through the model once (eval mode)."""
-        self(np.zeros((1, _samples_for_frames(self.config, frames)), np.float32))
+    def _build_weights(self):
+        """Create every weight by running the shortest possible waveform through the model once (eval mode)."""
+        self(np.zeros((1, min_input_length(self.config, add_adapter=False)), np.float32))
 
     # --- canonical weights -------------------------------------------------------------------
     def port(self) -> Port:
