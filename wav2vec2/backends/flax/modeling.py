@@ -767,8 +767,10 @@ class Wav2Vec2ForXVectorModule(HeadModule):
         if attention_mask is None:
             lengths = jnp.full((hidden.shape[0],), hidden.shape[1])
         else:
+            # As the reference (and the other backends): each TDNN layer shortens the count by
+            # kernel - 1 whatever its dilation; a count past the frames there are is clipped.
             lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
-            lengths = lengths - sum(d * (k - 1) for k, d in zip(config.tdnn_kernel, config.tdnn_dilation))
+            lengths = jnp.minimum(lengths - sum(k - 1 for k in config.tdnn_kernel), hidden.shape[1])
         valid = (jnp.arange(hidden.shape[1])[None, :] < lengths[:, None])[:, :, None]
         mean = jnp.where(valid, hidden, 0).sum(1) / lengths[:, None]
         variance = jnp.where(valid, (hidden - mean[:, None]) ** 2, 0).sum(1) / (lengths[:, None] - 1)
