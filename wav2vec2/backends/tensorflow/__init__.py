@@ -1,4 +1,16 @@
-"""wav2vec 2.0 in Keras 3 on the TensorFlow backend. Importing this module imports TensorFlow and Keras."""
+"""wav2vec 2.0 in Keras 3 on the TensorFlow backend. Importing this module imports TensorFlow and Keras.
+
+    model = Wav2Vec2ForCTC.from_pretrained("path/or/repo")          # any weight format wav2vec2.io reads
+    logits = model(waveforms, attention_mask=mask).logits          # (batch, frames, vocab)
+    loss = model(waveforms, attention_mask=mask, labels=labels, training=True).loss
+    model.compile(optimizer="adam"); model.fit({"input_values": x, "attention_mask": m}, labels)
+    model.save_pretrained("out")                                     # config.json + tf_model.h5
+    export_ctc_saved_model(model, "exported")                        # SavedModel, signature "serve"
+
+Models are plain Keras models: ``tf.function(jit_compile=True)`` compiles forward and backward of every
+head on CPU. In training, SpecAugment masks come from wav2vec2.spec.masking (pass ``mask_time_indices``
+to compile with XLA; otherwise they are drawn with the NumPy Generator ``spec_augment_rng``).
+"""
 from .modeling import (
     Wav2Vec2ForAudioFrameClassification,
     Wav2Vec2ForCTC,
