@@ -120,14 +120,15 @@ def test_gumbel_quantizer_uses_explicit_keys_and_temperature():
     assert differs(a.projected_quantized_states, c.projected_quantized_states)
     assert np.isfinite(a.loss)
 
-    def weight_proj_grad(temperature):
+    @jax.jit
+    def weight_proj_grad(params, temperature):
         inputs = dict(input_values=x, mask_time_indices=mask, sampled_negative_indices=negatives,
                       gumbel_temperature=temperature, deterministic=False)
         rngs = {"dropout": KEY, "layerdrop": KEY, "gumbel": jax.random.key(5)}
-        grads = jax.grad(lambda p: model.module.apply({"params": p}, **inputs, rngs=rngs).loss)(model.params)
+        grads = jax.grad(lambda p: model.module.apply({"params": p}, **inputs, rngs=rngs).loss)(params)
         return grads["quantizer"]["weight_proj"]["kernel"]
 
-    hot, cold = weight_proj_grad(2.0), weight_proj_grad(0.5)
+    hot, cold = weight_proj_grad(model.params, 2.0), weight_proj_grad(model.params, 0.5)
     assert np.abs(hot).max() > 0  # the straight-through estimator passes gradients to the logits
     assert differs(hot, cold)
 

@@ -2,6 +2,17 @@
 
 Each public class holds a pure linen module (``.module``) and its float32 parameter pytree
 (``.params``); see ``models.py``. The linen blocks are in ``modeling.py``.
+
+    model = Wav2Vec2ForCTC.from_pretrained("facebook/wav2vec2-base-960h")   # any checkpoint format
+    logits = model(audio, attention_mask).logits                           # jit-compiled on first call
+
+    # Functional use (jax.jit / jax.grad / sharding on the parameters):
+    out = model.module.apply({"params": model.params}, audio, attention_mask, labels,
+                             deterministic=False, rngs={"dropout": k1, "layerdrop": k2})
+    loss = out.loss
+
+Random streams: "dropout", "layerdrop" and (pretraining) "gumbel", used only when
+deterministic=False. SpecAugment masks and negatives are inputs (wav2vec2.spec.masking/negatives).
 """
 from .modeling import (
     CausalLMOutput,
