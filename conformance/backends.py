@@ -12,14 +12,8 @@ import inspect
 
 import numpy as np
 
-HEAD_CLASS = {
-    "model": "Wav2Vec2Model",
-    "ctc": "Wav2Vec2ForCTC",
-    "sequence_classification": "Wav2Vec2ForSequenceClassification",
-    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
-    "xvector": "Wav2Vec2ForXVector",
-    "pretraining": "Wav2Vec2ForPreTraining",
-}
+from wav2vec2.spec.names import HEAD_CLASSES
+
 
 OUTPUT_STAGES = (
     "extract_features", "last_hidden_state", "logits", "embeddings", "projected_states",
@@ -74,7 +68,7 @@ class TorchBackend(Backend):
     def build(self, case, state):
         from wav2vec2.backends import torch as backend
 
-        model = getattr(backend, HEAD_CLASS[case.head])(case.config)
+        model = getattr(backend, HEAD_CLASSES[case.head])(case.config)
         model.load_canonical_state_dict(state)
         return model
 
@@ -117,7 +111,7 @@ class ReferenceBackend(TorchBackend):
         import transformers
 
         config = transformers.Wav2Vec2Config(**case.config.to_dict())
-        model = getattr(transformers, HEAD_CLASS[case.head])(config)
+        model = getattr(transformers, HEAD_CLASSES[case.head])(config)
         renamed = {}
         for key, value in state.items():  # PyTorch-2 spelling of the positional conv weight norm
             key = key.replace("conv.weight_g", "conv.parametrizations.weight.original0")
@@ -143,25 +137,30 @@ class TensorFlowBackend(Backend):
         tpus = [f"tpu:{i}" for i in range(len(tf.config.list_logical_devices("TPU")))]
         return ["cpu"] + gpus + tpus
 
-    def dtypes(self, device):
-        return ["float32"]
-
     def run(self, case, state, inputs, device, dtype):
+        import keras
         import tensorflow as tf
 
         from wav2vec2.backends import tensorflow as backend
 
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        with tf.device(device):
-            model = getattr(backend, HEAD_CLASS[case.head])(case.config)
-            model.load_canonical_state_dict(state)
-            x = tf.constant(inputs["input_values"])
-            kwargs = {k: tf.constant(v) for k, v in inputs.items() if k != "input_values"}
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                out = model(x, training=False, output_hidden_states=True, **kwargs)
-                loss = out.loss if getattr(out, "loss", None) is not None else tf.reduce_mean(out.last_hidden_state ** 2)
-            grad = tape.gradient(loss, x)
+        # Keras runs bf16 as a dtype policy: bf16 compute, float32 variables, losses in float32.
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
+        try:
+            with tf.device(device):
+                model = getattr(backend, HEAD_CLASSES[case.head])(case.config)
+                model.load_canonical_state_dict(state)
+                x = tf.constant(inputs["input_values"])
+                kwargs = {k: tf.constant(v) for k, v in inputs.items() if k != "input_values"}
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    out = model(x, training=False, output_hidden_states=True, **kwargs)
+                    loss = out.loss if getattr(out, "loss", None) is not None else tf.reduce_mean(
+                        tf.cast(out.last_hidden_state, tf.float32) ** 2)
+                grad = tape.gradient(loss, x)
+        finally:
+            keras.config.set_dtype_policy(previous)
 
         def to_numpy(t):
             return np.asarray(tf.cast(t, tf.float32)).astype(np.float64)
@@ -192,7 +191,7 @@ class FlaxBackend(Backend):
         platform, _, index = device.partition(":")
         target = jax.devices(platform)[int(index or 0)]
         with jax.default_matmul_precision("highest"), jax.default_device(target):
-            model = getattr(backend, HEAD_CLASS[case.head])(case.config, dtype=jax_dtype)
+            model = getattr(backend, HEAD_CLASSES[case.head])(case.config, dtype=jax_dtype)
             model.load_canonical_state_dict(state)
             kwargs = {k: jnp.asarray(v) for k, v in inputs.items() if k != "input_values"}
 

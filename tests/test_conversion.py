@@ -13,7 +13,6 @@ from conformance.runner import random_weights
 from wav2vec2.cli import main
 from wav2vec2.conversion import FORMATS, convert, infer_head
 from wav2vec2.io import read_state_dict, write_state_dict
-from wav2vec2.spec.names import canonical_shapes
 
 FILE_OF = {"safetensors": "model.safetensors", "pytorch": "pytorch_model.bin",
            "tensorflow": "tf_model.h5", "flax": "flax_model.msgpack"}

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 from wav2vec2.backends import flax as wf  # noqa: E402
 from wav2vec2.backends.flax import modeling, weights  # noqa: E402
 from wav2vec2.spec.lengths import feat_extract_output_lengths  # noqa: E402
-from wav2vec2.spec.names import canonical_shapes, normalize_key, to_flax_tree  # noqa: E402
+from wav2vec2.spec.names import HEAD_CLASSES, canonical_shapes, normalize_key, to_flax_tree  # noqa: E402
 
 # XLA on CPU may otherwise use reduced-precision matmul passes; parity at 1e-5 needs full float32.
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -34,14 +34,7 @@ OURS = {
     "xvector": wf.Wav2Vec2ForXVector,
     "pretraining": wf.Wav2Vec2ForPreTraining,
 }
-REFERENCE = {
-    "model": "Wav2Vec2Model",
-    "ctc": "Wav2Vec2ForCTC",
-    "sequence_classification": "Wav2Vec2ForSequenceClassification",
-    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
-    "xvector": "Wav2Vec2ForXVector",
-    "pretraining": "Wav2Vec2ForPreTraining",
-}
+REFERENCE = HEAD_CLASSES
 
 
 def perturbed_reference(head, config, seed=0):

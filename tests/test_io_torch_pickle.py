@@ -1,6 +1,5 @@
 """pytorch_model.bin without torch: the restricted unpickler refuses code, reads every tensor layout."""
 import collections
-import io
 import os
 import pickle
 import zipfile

@@ -5,14 +5,7 @@ import pytest
 from conftest import reference_config, small_config
 from wav2vec2.spec import names
 
-REFERENCE_CLASSES = {
-    "model": "Wav2Vec2Model",
-    "ctc": "Wav2Vec2ForCTC",
-    "sequence_classification": "Wav2Vec2ForSequenceClassification",
-    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
-    "xvector": "Wav2Vec2ForXVector",
-    "pretraining": "Wav2Vec2ForPreTraining",
-}
+REFERENCE_CLASSES = names.HEAD_CLASSES
 
 VARIANTS = {
     "plain": {},

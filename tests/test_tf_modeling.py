@@ -15,15 +15,9 @@ from conftest import HEADS, reference_config, small_config  # noqa: E402
 from wav2vec2.backends import tensorflow as W  # noqa: E402
 from wav2vec2.spec import masking, negatives  # noqa: E402
 from wav2vec2.spec.lengths import min_input_length  # noqa: E402
+from wav2vec2.spec.names import HEAD_CLASSES  # noqa: E402
 
-CLASS_NAMES = {
-    "model": "Wav2Vec2Model",
-    "ctc": "Wav2Vec2ForCTC",
-    "sequence_classification": "Wav2Vec2ForSequenceClassification",
-    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
-    "xvector": "Wav2Vec2ForXVector",
-    "pretraining": "Wav2Vec2ForPreTraining",
-}
+CLASS_NAMES = HEAD_CLASSES
 # The PyTorch-2 weight-norm spelling of the reference, and the canonical one.
 WEIGHT_NORM_NAMES = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
 SAMPLES = 1200

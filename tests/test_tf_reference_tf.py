@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tf_keras")
 
 from conftest import reference_config, small_config  # noqa: E402
-from test_tf_modeling import CLASS_NAMES, model_pair, padded_batch, perturbed_reference, reference_state  # noqa: E402
+from test_tf_modeling import model_pair, padded_batch, perturbed_reference, reference_state  # noqa: E402
 from wav2vec2.backends import tensorflow as W  # noqa: E402
 
 REFERENCE_TF_HEADS = ("model", "ctc", "sequence_classification")

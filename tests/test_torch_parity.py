@@ -13,19 +13,13 @@ from conftest import HEADS, reference_config, small_config  # noqa: E402
 from wav2vec2.backends import torch as ours  # noqa: E402
 from wav2vec2.spec.lengths import feat_extract_output_lengths  # noqa: E402
 from wav2vec2.spec.masking import pretraining_mask  # noqa: E402
+from wav2vec2.spec.names import HEAD_CLASSES  # noqa: E402
 from wav2vec2.spec.negatives import sample_negative_indices  # noqa: E402
 
 ATOL = 1e-5
 GRAD_ATOL = 1e-4
 
-CLASSES = {
-    "model": "Wav2Vec2Model",
-    "ctc": "Wav2Vec2ForCTC",
-    "sequence_classification": "Wav2Vec2ForSequenceClassification",
-    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
-    "xvector": "Wav2Vec2ForXVector",
-    "pretraining": "Wav2Vec2ForPreTraining",
-}
+CLASSES = HEAD_CLASSES
 ARCHS = ("base", "stable")
 
 

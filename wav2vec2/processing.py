@@ -6,7 +6,7 @@ the reference processor does.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 from .feature_extraction import _HUB_KWARGS, BatchFeature, Wav2Vec2FeatureExtractor
 from .tokenization import Wav2Vec2CTCTokenizer

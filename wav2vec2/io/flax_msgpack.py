@@ -6,7 +6,6 @@ NumPy scalars use code 3; arrays over 1 GiB are split into ``{"__msgpack_chunked
 """
 from __future__ import annotations
 
-import os
 from typing import Dict
 
 import numpy as np

@@ -18,7 +18,16 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-HEADS = ("model", "ctc", "sequence_classification", "audio_frame_classification", "xvector", "pretraining")
+# Each head's class name, the same in the reference and in every backend.
+HEAD_CLASSES = {
+    "model": "Wav2Vec2Model",
+    "ctc": "Wav2Vec2ForCTC",
+    "sequence_classification": "Wav2Vec2ForSequenceClassification",
+    "audio_frame_classification": "Wav2Vec2ForAudioFrameClassification",
+    "xvector": "Wav2Vec2ForXVector",
+    "pretraining": "Wav2Vec2ForPreTraining",
+}
+HEADS = tuple(HEAD_CLASSES)
 
 BODY_PREFIX = "wav2vec2."
 
