@@ -86,3 +86,9 @@ def test_local_directory_and_bad_path(tmp_path):
     assert resolve_file(tmp_path, "model.safetensors") == tmp_path / "model.safetensors"
     with pytest.raises(FileNotFoundError, match="no such directory"):
         resolve_file(str(tmp_path / "nope" / "deeper"), "model.safetensors")
+
+
+@pytest.mark.parametrize("path", ["./missing-dir", "/no/such/dir", "a/b/c"])
+def test_a_missing_path_is_not_taken_for_a_repo_id(path):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        resolve_file(path, "config.json")

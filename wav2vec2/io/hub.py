@@ -31,7 +31,8 @@ def resolve_file(
         if required:
             raise FileNotFoundError(f"{path_or_repo_id}: no file named {os.path.join(subfolder, filename)}")
         return None
-    if os.path.sep in path_or_repo_id.rstrip(os.path.sep).replace("/", "", 1) or path_or_repo_id.startswith((".", os.path.sep)):
+    # A repo id is "name" or "owner/name"; anything path-like that is not a directory is a mistake.
+    if path_or_repo_id.startswith((".", "/", "~", os.path.sep)) or path_or_repo_id.count("/") > 1:
         raise FileNotFoundError(f"{path_or_repo_id}: no such directory (and not a hub repo id)")
 
     from huggingface_hub import hf_hub_download
