@@ -179,7 +179,8 @@ class FlaxBackend(Backend):
     def devices(self):
         import jax
 
-        return [f"{d.platform}:{d.id}" for d in jax.devices()] if jax.default_backend() != "cpu" else ["cpu"]
+        accelerators = [d for d in jax.devices() if d.platform != "cpu"]  # the default backend's devices
+        return ["cpu"] + [f"{d.platform}:{i}" for i, d in enumerate(accelerators)]
 
     def run(self, case, state, inputs, device, dtype):
         import jax
