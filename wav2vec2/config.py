@@ -217,13 +217,9 @@ class Wav2Vec2Config:
 
     @classmethod
     def from_json_file(cls, path) -> "Wav2Vec2Config":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        from .io.hub import read_json_object  # imported here: wav2vec2.io imports this module
+
+        data = read_json_object(path)
         model_type = data.get("model_type", "wav2vec2")
         if model_type != "wav2vec2":
             raise ValueError(f"{path}: model_type is {model_type!r}, expected 'wav2vec2'")

@@ -55,6 +55,18 @@ def _framework_of(value) -> Optional[str]:
     return {"torch": "pt", "tensorflow": "tf", "jax": "jax", "jaxlib": "jax"}.get(module)
 
 
+def _batched_inputs(inputs, required_key: str) -> dict:
+    """``pad()``'s inputs as one dict of batches: a list of per-example dicts becomes a dict of lists."""
+    if isinstance(inputs, (list, tuple)):
+        if not inputs or not all(isinstance(x, dict) for x in inputs):
+            raise ValueError("pad() takes a dict of batched inputs or a non-empty list of per-example dicts")
+        inputs = {k: [x[k] for x in inputs] for k in inputs[0]}
+    if not isinstance(inputs, dict) or required_key not in inputs:
+        keys = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"pad() needs {required_key!r} among its inputs, got {keys}")
+    return inputs
+
+
 def to_numpy(value) -> np.ndarray:
     """An array-like, or a framework tensor on any device, as a NumPy array."""
     if _framework_of(value) == "pt":
@@ -312,14 +324,7 @@ class Wav2Vec2FeatureExtractor:
         Nothing is normalised. Keys other than ``input_values``/``attention_mask`` pass through.
         Without ``return_tensors`` the result is NumPy, or the framework the inputs came in.
         """
-        if isinstance(processed_features, (list, tuple)):
-            if not processed_features or not all(isinstance(x, dict) for x in processed_features):
-                raise ValueError("pad() takes a dict of batched inputs or a non-empty list of per-example dicts")
-            processed_features = {k: [x[k] for x in processed_features] for k in processed_features[0]}
-        if not isinstance(processed_features, dict) or "input_values" not in processed_features:
-            got = processed_features
-            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
-            raise ValueError(f"pad() needs 'input_values' among its inputs, got {keys}")
+        processed_features = _batched_inputs(processed_features, "input_values")
         values = list(processed_features["input_values"])
         if return_tensors is None:
             return_tensors = _framework_of(values[0]) if values else None
@@ -373,13 +378,9 @@ class Wav2Vec2FeatureExtractor:
 
     @classmethod
     def from_json_file(cls, path, **overrides) -> "Wav2Vec2FeatureExtractor":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        from .io.hub import read_json_object
+
+        data = read_json_object(path)
         try:
             return cls.from_dict(data, **overrides)
         except (TypeError, ValueError) as e:

@@ -54,12 +54,7 @@ class Wav2Vec2Processor:
 
         inputs = self.feature_extractor(audio, **kwargs) if audio is not None else None
         encodings = self.tokenizer(text, **shared) if text is not None else None
-        if encodings is None:
-            return inputs
-        if inputs is None:
-            return encodings
-        inputs["labels"] = encodings["input_ids"]
-        return inputs
+        return _with_labels(inputs, encodings)
 
     def pad(self, input_features=None, labels=None, **kwargs) -> BatchFeature:
         """Pad extracted features and/or encoded labels; given both, labels come back under ``labels``."""
@@ -70,12 +65,7 @@ class Wav2Vec2Processor:
         if labels is not None:
             label_kwargs = {k: v for k, v in kwargs.items() if k != "truncation"}
             labels = self.tokenizer.pad(labels, **label_kwargs)
-        if labels is None:
-            return input_features
-        if input_features is None:
-            return labels
-        input_features["labels"] = labels["input_ids"]
-        return input_features
+        return _with_labels(input_features, labels)
 
     def decode(self, token_ids, **kwargs):
         """``Wav2Vec2CTCTokenizer.decode``."""
@@ -100,3 +90,13 @@ class Wav2Vec2Processor:
         """Write the feature extractor's and the tokenizer's files, both marked with this class."""
         self.feature_extractor.processor_class = self.tokenizer.processor_class = type(self).__name__
         return [self.feature_extractor.save_pretrained(save_directory), *self.tokenizer.save_pretrained(save_directory)]
+
+
+def _with_labels(features, encodings) -> BatchFeature:
+    """The features with the encodings' token ids added as ``labels``; either alone when the other is None."""
+    if encodings is None:
+        return features
+    if features is None:
+        return encodings
+    features["labels"] = encodings["input_ids"]
+    return features

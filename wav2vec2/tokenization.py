@@ -24,7 +24,15 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from .feature_extraction import _HUB_KWARGS, BatchFeature, _framework_of, pad_sequences, target_length, to_numpy
+from .feature_extraction import (
+    _HUB_KWARGS,
+    BatchFeature,
+    _batched_inputs,
+    _framework_of,
+    pad_sequences,
+    target_length,
+    to_numpy,
+)
 from .spec import ctc
 
 VOCAB_NAME = "vocab.json"
@@ -119,7 +127,9 @@ class Wav2Vec2CTCTokenizer:
         **extra,
     ):
         if not isinstance(vocab, dict):
-            vocab = _read_json(vocab, "vocabulary")
+            from .io.hub import read_json_object
+
+            vocab = read_json_object(vocab, "vocabulary")
         self.vocab = vocab
         self.bos_token, self.eos_token = _token_text(bos_token), _token_text(eos_token)
         self.unk_token, self.pad_token = _token_text(unk_token), _token_text(pad_token)
@@ -349,14 +359,7 @@ class Wav2Vec2CTCTokenizer:
         return_tensors: Optional[str] = None,
     ) -> BatchFeature:
         """Pad encoded ``input_ids`` (a dict of batches or a list of per-example dicts) with the pad id."""
-        if isinstance(encoded_inputs, (list, tuple)):
-            if not encoded_inputs or not all(isinstance(x, dict) for x in encoded_inputs):
-                raise ValueError("pad() takes a dict of batched inputs or a non-empty list of per-example dicts")
-            encoded_inputs = {k: [x[k] for x in encoded_inputs] for k in encoded_inputs[0]}
-        if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
-            got = encoded_inputs
-            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
-            raise ValueError(f"pad() needs 'input_ids' among its inputs, got {keys}")
+        encoded_inputs = _batched_inputs(encoded_inputs, "input_ids")
         ids = encoded_inputs["input_ids"]
         if return_tensors is None and len(ids):
             return_tensors = _framework_of(ids[0])
@@ -499,13 +502,13 @@ class Wav2Vec2CTCTokenizer:
         ``wav2vec2.io.hub.resolve_file``; any other keyword (``target_lang=``, ``unk_token=``, ...)
         overrides a saved setting.
         """
-        from .io.hub import resolve_file
+        from .io.hub import read_json_object, resolve_file
 
         hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
 
         def optional(name):
             path = resolve_file(path_or_repo_id, name, required=False, **hub_kwargs)
-            return _read_json(path, name) if path is not None else {}
+            return read_json_object(path, name) if path is not None else {}
 
         vocab_path = resolve_file(path_or_repo_id, VOCAB_NAME, **hub_kwargs)
         settings = optional(TOKENIZER_CONFIG_NAME)
@@ -519,17 +522,6 @@ class Wav2Vec2CTCTokenizer:
             return cls(vocab_path, **settings)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path_or_repo_id}: {e}") from None
-
-
-def _read_json(path, what: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _parse_added_tokens(entries: Dict[Any, Any]) -> Dict[int, AtomicToken]:

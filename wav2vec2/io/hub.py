@@ -1,6 +1,8 @@
-"""Resolve a local directory or a hub repo id to files on disk, through huggingface_hub's cache."""
+"""Resolve a local directory or a hub repo id to files on disk, through huggingface_hub's cache,
+and read the JSON settings files found there."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -72,3 +74,19 @@ def resolve_file(
                 f"(offline mode or no network)"
             ) from None
         return None
+
+
+def read_json_object(path, what: Optional[str] = None) -> dict:
+    """The JSON object in the file ``path``, or a ValueError naming the file.
+
+    ``what`` names the object in the error when it is not one ("the vocabulary must be ...").
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        expected = f"the {what} must be a JSON object" if what else "expected a JSON object"
+        raise ValueError(f"{path}: {expected}, got {type(data).__name__}")
+    return data
