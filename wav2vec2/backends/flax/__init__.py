@@ -15,9 +15,7 @@ Random streams: "dropout", "layerdrop" and (pretraining) "gumbel", used only whe
 deterministic=False. SpecAugment masks and negatives are inputs (wav2vec2.spec.masking/negatives).
 """
 from .modeling import (
-    CausalLMOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
+    HeadOutput,
     Wav2Vec2BaseModelOutput,
     Wav2Vec2ForPreTrainingOutput,
     XVectorOutput,
@@ -41,9 +39,7 @@ __all__ = [
     "Wav2Vec2ForPreTraining",
     "Wav2Vec2PreTrainedModel",
     "Wav2Vec2BaseModelOutput",
-    "CausalLMOutput",
-    "SequenceClassifierOutput",
-    "TokenClassifierOutput",
+    "HeadOutput",
     "XVectorOutput",
     "Wav2Vec2ForPreTrainingOutput",
 ]

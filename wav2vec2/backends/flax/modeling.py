@@ -57,23 +57,9 @@ class Wav2Vec2BaseModelOutput:
 
 
 @flax.struct.dataclass
-class CausalLMOutput:
-    loss: Optional[Array] = None
-    logits: Array = None
-    hidden_states: Optional[Tuple[Array, ...]] = None
-    attentions: Optional[Tuple[Array, ...]] = None
+class HeadOutput:
+    """CTC, sequence and audio-frame classification: logits and, with labels, a loss."""
 
-
-@flax.struct.dataclass
-class SequenceClassifierOutput:
-    loss: Optional[Array] = None
-    logits: Array = None
-    hidden_states: Optional[Tuple[Array, ...]] = None
-    attentions: Optional[Tuple[Array, ...]] = None
-
-
-@flax.struct.dataclass
-class TokenClassifierOutput:
     loss: Optional[Array] = None
     logits: Array = None
     hidden_states: Optional[Tuple[Array, ...]] = None
@@ -687,7 +673,7 @@ class Wav2Vec2ForCTCModule(HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
-                 mask_time_indices=None, mask_feature_indices=None) -> CausalLMOutput:
+                 mask_time_indices=None, mask_feature_indices=None) -> HeadOutput:
         config = self.config
         outputs = self.run_base_model(input_values, attention_mask, deterministic, output_hidden_states,
                                       output_attentions, mask_time_indices, mask_feature_indices)
@@ -701,14 +687,14 @@ class Wav2Vec2ForCTCModule(HeadModule):
             frame_lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
             loss = ctc_loss(logits, frame_lengths, labels, config.pad_token_id, config.ctc_loss_reduction,
                             config.ctc_zero_infinity)
-        return CausalLMOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
 
 
 class Wav2Vec2ForSequenceClassificationModule(HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
-                 mask_time_indices=None, mask_feature_indices=None) -> SequenceClassifierOutput:
+                 mask_time_indices=None, mask_feature_indices=None) -> HeadOutput:
         config = self.config
         outputs = self.run_base_model(input_values, attention_mask, deterministic,
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
@@ -723,15 +709,15 @@ class Wav2Vec2ForSequenceClassificationModule(HeadModule):
             pooled = jnp.where(valid, hidden, 0).sum(axis=1) / valid.sum(axis=1)
         logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=init, name="classifier")(pooled)
         loss = None if labels is None else cross_entropy(logits, labels.reshape(-1))
-        return SequenceClassifierOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
-                                        outputs.attentions)
+        return HeadOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
+                          outputs.attentions)
 
 
 class Wav2Vec2ForAudioFrameClassificationModule(HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
-                 mask_time_indices=None, mask_feature_indices=None) -> TokenClassifierOutput:
+                 mask_time_indices=None, mask_feature_indices=None) -> HeadOutput:
         config = self.config
         outputs = self.run_base_model(input_values, attention_mask, deterministic,
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
@@ -743,8 +729,8 @@ class Wav2Vec2ForAudioFrameClassificationModule(HeadModule):
             # labels: (batch, frames, num_labels) scores; the target is their argmax (as the reference).
             targets = jnp.argmax(labels.reshape(-1, config.num_labels), axis=-1)
             loss = cross_entropy(logits.reshape(-1, config.num_labels), targets)
-        return TokenClassifierOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
-                                     outputs.attentions)
+        return HeadOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
+                          outputs.attentions)
 
 
 class Wav2Vec2ForXVectorModule(HeadModule):

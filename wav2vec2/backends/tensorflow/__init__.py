@@ -12,12 +12,16 @@ head on CPU. In training, SpecAugment masks come from wav2vec2.spec.masking (pas
 to compile with XLA; otherwise they are drawn with the NumPy Generator ``spec_augment_rng``).
 """
 from .modeling import (
+    HeadOutput,
+    Wav2Vec2BaseModelOutput,
     Wav2Vec2ForAudioFrameClassification,
     Wav2Vec2ForCTC,
     Wav2Vec2ForPreTraining,
+    Wav2Vec2ForPreTrainingOutput,
     Wav2Vec2ForSequenceClassification,
     Wav2Vec2ForXVector,
     Wav2Vec2Model,
+    XVectorOutput,
     ctc_loss,
     export_ctc_saved_model,
 )
@@ -29,6 +33,10 @@ __all__ = [
     "Wav2Vec2ForAudioFrameClassification",
     "Wav2Vec2ForXVector",
     "Wav2Vec2ForPreTraining",
+    "Wav2Vec2BaseModelOutput",
+    "HeadOutput",
+    "XVectorOutput",
+    "Wav2Vec2ForPreTrainingOutput",
     "ctc_loss",
     "export_ctc_saved_model",
 ]

@@ -102,23 +102,9 @@ class Wav2Vec2BaseModelOutput(_Output):
 
 
 @dataclasses.dataclass
-class CausalLMOutput(_Output):
-    loss: Optional[tf.Tensor] = None
-    logits: tf.Tensor = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
+class HeadOutput(_Output):
+    """CTC, sequence and audio-frame classification: logits and, with labels, a loss."""
 
-
-@dataclasses.dataclass
-class SequenceClassifierOutput(_Output):
-    loss: Optional[tf.Tensor] = None
-    logits: tf.Tensor = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-
-
-@dataclasses.dataclass
-class TokenClassifierOutput(_Output):
     loss: Optional[tf.Tensor] = None
     logits: tf.Tensor = None
     hidden_states: Optional[tuple] = None
@@ -1049,7 +1035,7 @@ class Wav2Vec2ForCTC(_HeadModel):
                 logits, labels, input_lengths, blank=self.config.pad_token_id,
                 reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
             )
-        return CausalLMOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
 
     def load_adapter(self, target_lang, path_or_repo_id=None, **hub_kwargs):
         """Load MMS adapter weights ``adapter.{target_lang}.safetensors`` (or ``.bin``), resizing lm_head."""
@@ -1129,7 +1115,7 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         if labels is not None:
             labels = _check_labels(labels, (logits.shape[0],), "(batch,)")
             loss = _sparse_cross_entropy(logits, labels)
-        return SequenceClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
 
     def head_port(self) -> Port:
         return {
@@ -1172,7 +1158,7 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
             labels = _check_labels(labels, logits.shape, "(batch, frames, num_labels)")
             targets = tf.argmax(tf.reshape(labels, (-1, self.config.num_labels)), axis=-1)
             loss = _sparse_cross_entropy(tf.reshape(logits, (-1, self.config.num_labels)), targets)
-        return TokenClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
 
     def head_port(self) -> Port:
         return {**self._layer_weights_port(), **_prefixed("classifier", _port_dense(self.classifier))}
