@@ -2,7 +2,8 @@
 return every stage's output, the loss and the loss's gradient w.r.t. the waveform as NumPy arrays.
 
 Heads without a loss (the bare model) are scored with a probe loss, mean(last_hidden_state ** 2), so
-their backward pass is compared too. Everything runs in inference mode (no dropout); SpecAugment and
+their backward pass is compared too: the gradient w.r.t. the waveform (``grad.input_values``) and
+w.r.t. every weight, under its canonical name and layout (``grad.<name>``). Everything runs in inference mode (no dropout); SpecAugment and
 pretraining masks come from the case's inputs, identical in every backend.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import inspect
 
 import numpy as np
 
-from wav2vec2.spec.names import HEAD_CLASSES
+from wav2vec2.spec.names import HEAD_CLASSES, normalize_key
 
 
 OUTPUT_STAGES = (
@@ -93,6 +94,9 @@ class TorchBackend(Backend):
         stages = collect_stages(out, to_numpy)
         stages["loss"] = to_numpy(loss)
         stages["grad.input_values"] = to_numpy(x.grad)
+        for name, parameter in model.named_parameters():  # a weight the loss never reached has no grad
+            grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+            stages[f"grad.{normalize_key(name)}"] = to_numpy(grad)
         return stages
 
 
@@ -153,12 +157,13 @@ class TensorFlowBackend(Backend):
                 model.load_canonical_state_dict(state)
                 x = tf.constant(inputs["input_values"])
                 kwargs = {k: tf.constant(v) for k, v in inputs.items() if k != "input_values"}
+                port = model.port()  # canonical name -> (variable, layout change to the canonical one)
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     out = model(x, training=False, output_hidden_states=True, **kwargs)
                     loss = out.loss if getattr(out, "loss", None) is not None else tf.reduce_mean(
                         tf.cast(out.last_hidden_state, tf.float32) ** 2)
-                grad = tape.gradient(loss, x)
+                grad, *weight_grads = tape.gradient(loss, [x, *(variable for variable, _ in port.values())])
         finally:
             keras.config.set_dtype_policy(previous)
 
@@ -168,6 +173,9 @@ class TensorFlowBackend(Backend):
         stages = collect_stages(out, to_numpy)
         stages["loss"] = to_numpy(loss)
         stages["grad.input_values"] = to_numpy(grad)
+        for (name, (variable, layout)), weight_grad in zip(port.items(), weight_grads):
+            value = to_numpy(weight_grad) if weight_grad is not None else np.zeros(variable.shape)
+            stages[f"grad.{name}"] = layout(value) if layout else value
         return stages
 
 
@@ -200,22 +208,27 @@ class FlaxBackend(Backend):
             accepted = inspect.signature(model.module.__call__).parameters
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
 
-            def loss_and_stages(x):
-                out = model.module.apply({"params": model.params}, x, deterministic=True,
+            def loss_and_stages(params, x):
+                out = model.module.apply({"params": params}, x, deterministic=True,
                                          output_hidden_states=True, **kwargs)
                 loss = out.loss if getattr(out, "loss", None) is not None else jnp.mean(
                     out.last_hidden_state.astype(jnp.float32) ** 2)
                 return loss, collect_stages(out, lambda t: t.astype(jnp.float32))
 
             x = jnp.asarray(inputs["input_values"], dtype=jax_dtype)
-            (loss, stages), grad = jax.value_and_grad(loss_and_stages, has_aux=True)(x)
+            (loss, stages), (weight_grads, grad) = jax.value_and_grad(loss_and_stages, argnums=(0, 1), has_aux=True)(
+                model.params, x)
 
         def to_numpy(t):
             return np.asarray(jnp.asarray(t, jnp.float32)).astype(np.float64)
 
+        from wav2vec2.backends.flax.weights import to_canonical
+
         stages = {k: to_numpy(v) for k, v in stages.items()}
         stages["loss"] = to_numpy(loss)
         stages["grad.input_values"] = to_numpy(grad)
+        for name, value in to_canonical(weight_grads).items():  # layout changes are linear: they map grads too
+            stages[f"grad.{name}"] = value.astype(np.float64)
         return stages
 
 

@@ -61,7 +61,11 @@ def backends():
 def test_agreeing_backends_pass(backends):
     results = run_matrix(cases("base/ctc", "stable/pretraining"), backends, dtypes=("float32",))
     assert [r.status for r in results] == ["ok", "ok"]
-    assert "grad.input_values" in results[0].stages and "loss" in results[0].stages
+    stages = results[0].stages
+    assert "grad.input_values" in stages and "loss" in stages
+    # every weight's gradient, under its canonical name, is compared too
+    assert "grad.lm_head.weight" in stages and "grad.wav2vec2.encoder.pos_conv_embed.conv.weight_g" in stages
+    assert "grad.quantizer.codevectors" in results[1].stages
 
 
 @pytest.mark.parametrize("case_name", ["base/model", "stable/ctc"])
