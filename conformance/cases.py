@@ -15,8 +15,12 @@ from wav2vec2.spec.masking import compute_span_mask
 from wav2vec2.spec.negatives import sample_negative_indices
 
 
-def small_config(arch: str, **overrides) -> Wav2Vec2Config:
-    """A few-thousand-parameter model; arch "base" (group norm, post-norm) or "stable" (layer norm, pre-norm)."""
+def small_config(arch: str = "base", **overrides) -> Wav2Vec2Config:
+    """A few-thousand-parameter model, for the built-in cases and the test suite.
+
+    arch="base": group-norm conv, post-norm encoder, no conv bias (wav2vec2-base style).
+    arch="stable": layer-norm conv, pre-norm encoder, conv bias (large-lv60 / XLS-R style).
+    """
     values = dict(
         vocab_size=12, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
         conv_dim=(8, 8, 8), conv_stride=(4, 2, 2), conv_kernel=(8, 3, 3),
@@ -28,6 +32,8 @@ def small_config(arch: str, **overrides) -> Wav2Vec2Config:
     )
     if arch == "stable":
         values.update(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+    elif arch != "base":
+        raise ValueError(f"unknown arch {arch!r}")
     values.update(overrides)
     return Wav2Vec2Config(**values)
 
