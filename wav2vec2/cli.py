@@ -2,11 +2,17 @@
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; the module is imported only when its sub-command runs.
+
+Exit statuses: 0 success; 1 bad input (an audio file, a data row, a full disk); 2 bad options or a bad
+model (argparse's own status for bad options). A sub-command raises ``UsageError`` or ``InputError``
+to choose; any other error still ends in one line on stderr, never a traceback (set
+``WAV2VEC2_TRACEBACK=1`` to see one).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -14,6 +20,18 @@ COMMANDS = {
     "convert": ("wav2vec2.conversion", "convert a checkpoint to another framework's format"),
     "conformance": ("conformance.runner", "check that the installed backends compute the same thing"),
 }
+
+
+class UsageError(Exception):
+    """A bad option or a model that cannot be used: exit status 2."""
+
+    exit_status = 2
+
+
+class InputError(Exception):
+    """Input that cannot be processed (a file, a row, the disk): exit status 1."""
+
+    exit_status = 1
 
 
 def main(argv=None) -> int:
@@ -28,7 +46,19 @@ def main(argv=None) -> int:
             module.add_arguments(command)
             command.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (UsageError, InputError) as e:
+        print(f"wav2vec2 {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print(f"wav2vec2 {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the promise is one line, never a traceback
+        if os.environ.get("WAV2VEC2_TRACEBACK"):
+            raise
+        print(f"wav2vec2 {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
