@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -567,3 +569,128 @@ def test_cli_in_a_subprocess_never_shows_a_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "wav2vec2 convert: error:" in result.stderr
+
+
+# --------------------------------------------------------------------- fairseq, end to end
+FAIRSEQ_CFGS = json.loads((Path(__file__).parent / "data" / "fairseq_finetuned_cfgs.json").read_text())
+# Sizes of small_config substituted into the published settings, so that the test runs in a second.
+SMALL_SIZES = dict(encoder_embed_dim=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_embed_dim=20,
+                   conv_feature_layers="[(8, 8, 4)] + [(8, 3, 2)] * 2", conv_pos=6, conv_pos_groups=2,
+                   final_dim=6, latent_vars=5)
+# LibriSpeech's dict.ltr.txt, in its order (most frequent first); fairseq puts <s>, <pad>, </s>, <unk> before it.
+LETTERS = list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ")
+FAIRSEQ_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>", *LETTERS]
+
+
+def fairseq_finetuned_checkpoint(tmp_path, name):
+    """(path of a fine-tuned .pt built from a published cfg with small sizes, dict path, canonical state,
+    the config of the model that cfg describes, the cfg's normalize)."""
+    import copy
+
+    omegaconf = pytest.importorskip("omegaconf")
+    torch = pytest.importorskip("torch")
+    from test_io_fairseq import to_fairseq
+
+    model_cfg = copy.deepcopy(FAIRSEQ_CFGS[name]["model"])
+    pretraining = model_cfg["w2v_args"]["model"]
+    pretraining.update(SMALL_SIZES)
+    # List values (latent_temp) are left out until the unpickler reads omegaconf ListConfigs (issue 10).
+    pretraining.pop("latent_temp")
+    stable = pretraining["layer_norm_first"]
+    config = small_config("stable" if stable else "base", vocab_size=len(FAIRSEQ_SYMBOLS))
+    state = random_weights(config, "ctc", seed=3)
+    state["lm_head.bias"][1:4] -= 1e4  # <pad>, </s>, <unk> of fairseq never win, as in a trained head
+    task = {"_name": "audio_finetuning", "normalize": model_cfg["normalize"], "labels": "ltr", "sample_rate": 16000}
+    cfg = omegaconf.OmegaConf.create({"model": model_cfg, "task": task, "common": {"seed": 1}})
+    path = tmp_path / f"{name}.pt"
+    torch.save({"model": to_fairseq(state, stable, finetuned=True), "cfg": cfg, "args": None}, path)
+    dict_path = tmp_path / "dict.ltr.txt"
+    dict_path.write_text("".join(f"{t} {1000 - i}\n" for i, t in enumerate(LETTERS)))
+    return path, dict_path, state, config, model_cfg["normalize"]
+
+
+def fairseq_greedy_text(logits) -> str:
+    """fairseq's viterbi decoding of one utterance with post_process="letter", spelled out."""
+    ids = [int(i) for i in logits.argmax(-1)]
+    ids = [i for j, i in enumerate(ids) if j == 0 or i != ids[j - 1]]  # merge repeats
+    symbols = [FAIRSEQ_SYMBOLS[i] for i in ids if i != 0]  # drop fairseq's blank, id 0
+    return "".join(symbols).replace("|", " ").strip()
+
+
+@pytest.mark.parametrize("name", ["wav2vec_small_960h", "wav2vec_large_lv60k_self_960h"])
+def test_fairseq_checkpoint_converts_to_a_directory_that_transcribes(tmp_path, name, capsys):
+    torch = pytest.importorskip("torch")
+    soundfile = pytest.importorskip("soundfile")
+    from wav2vec2 import Wav2Vec2Processor
+    from wav2vec2.backends.torch import Wav2Vec2ForCTC
+
+    pt_path, dict_path, state, config, normalize = fairseq_finetuned_checkpoint(tmp_path, name)
+    out = tmp_path / "converted"
+    assert main(["convert", str(pt_path), str(out), "--dict", str(dict_path)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "config.json", "model.safetensors", "preprocessor_config.json", "vocab.json", "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
+    # fairseq's ids, with its blank (id 0, "<s>") named <pad>, the blank here
+    assert json.loads((out / "vocab.json").read_text()) == {
+        "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{t: 4 + i for i, t in enumerate(LETTERS)}}
+    preprocessor = json.loads((out / "preprocessor_config.json").read_text())
+    assert preprocessor["do_normalize"] is normalize
+    assert preprocessor["return_attention_mask"] is (config.feat_extract_norm == "layer")
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["pad_token_id"], saved["bos_token_id"], saved["eos_token_id"], saved["vocab_size"]) == (0, 1, 2, 32)
+
+    # By hand: the fairseq weights in the model the cfg describes, on the waveform fairseq feeds it.
+    audio = np.random.default_rng(4).standard_normal(3200).astype(np.float32)  # unit variance: the eps hardly matters
+    waveform = torch.from_numpy(audio)[None]
+    if normalize:
+        waveform = torch.nn.functional.layer_norm(waveform, waveform.shape[-1:])  # fairseq's normalisation
+    by_hand = Wav2Vec2ForCTC(config).eval()
+    by_hand.load_canonical_state_dict(state)
+    with torch.no_grad():
+        expected_logits = by_hand(waveform).logits[0]
+    expected_text = fairseq_greedy_text(expected_logits)
+    assert len(expected_text.replace(" ", "")) > 5  # random weights still spell something
+
+    processor = Wav2Vec2Processor.from_pretrained(out)
+    model = Wav2Vec2ForCTC.from_pretrained(out)
+    inputs = processor(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(inputs.input_values, attention_mask=inputs.get("attention_mask")).logits[0]
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)  # eps 1e-7 vs fairseq's 1e-5
+    assert processor.batch_decode(logits.argmax(-1)[None].numpy()) == [expected_text]
+
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, audio, 16000, subtype="FLOAT")
+    capsys.readouterr()
+    assert main(["transcribe", str(wav), "--model", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out == expected_text + "\n"
+
+
+def test_from_fairseq_gives_the_pieces_from_python(tmp_path):
+    from wav2vec2.conversion import from_fairseq
+
+    pt_path, dict_path, state, config, normalize = fairseq_finetuned_checkpoint(tmp_path, "wav2vec_small_960h")
+    got_config, got_state, feature_extractor, tokenizer = from_fairseq(pt_path, dict_path)
+    assert_same_state(got_state, state)
+    assert (got_config.vocab_size, got_config.pad_token_id, got_config.hidden_size) == (32, 0, config.hidden_size)
+    assert feature_extractor.do_normalize is normalize is False and feature_extractor.return_attention_mask is False
+    assert tokenizer.pad_token_id == 0 and tokenizer.word_delimiter_token_id == 4
+    assert tokenizer.decode([5, 5, 0, 5, 4, 6]) == "EE T"
+    assert from_fairseq(pt_path)[3] is None
+
+
+def test_fairseq_dictionary_that_does_not_fit_the_head_is_named(tmp_path, capsys):
+    pt_path, dict_path, *_ = fairseq_finetuned_checkpoint(tmp_path, "wav2vec_small_960h")
+    dict_path.write_text("A 5\nB 3\n")
+    status = main(["convert", str(pt_path), str(tmp_path / "out"), "--dict", str(dict_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "dict.ltr.txt: 6 symbols" in err and "32 outputs" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_fairseq_checkpoint_without_dictionary_says_what_is_missing(tmp_path, caplog):
+    pt_path, *_ = fairseq_finetuned_checkpoint(tmp_path, "wav2vec_small_960h")
+    out = convert(pt_path, tmp_path / "out")
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert "--dict dict.ltr.txt" in caplog.text
