@@ -483,8 +483,8 @@ def test_staging_of_a_live_run_is_left_alone(tmp_path, old_and_new):
         sleeper.wait()
 
 
-@pytest.mark.parametrize("case", ["same", "dst inside src", "src inside dst", "symlink to src", "dict inside dst"])
-def test_paths_that_would_destroy_the_source_are_refused_before_anything_is_touched(tmp_path, case):
+@pytest.mark.parametrize("case", ["same", "dst inside src", "src inside dst", "symlink to src", "dict inside dst", "cwd"])
+def test_paths_that_would_destroy_the_source_are_refused_before_anything_is_touched(tmp_path, case, monkeypatch):
     src = tmp_path / "src"
     make_checkpoint(src, small_config("base"), "ctc", "safetensors")
     before = tree(tmp_path)
@@ -495,6 +495,11 @@ def test_paths_that_would_destroy_the_source_are_refused_before_anything_is_touc
         dst = src / "converted"
     elif case == "src inside dst":
         dst = tmp_path
+    elif case == "cwd":
+        dst = tmp_path / "here"
+        (dst / "below").mkdir(parents=True)
+        monkeypatch.chdir(dst / "below")
+        before = tree(tmp_path)
     elif case == "symlink to src":
         dst = tmp_path / "link"
         dst.symlink_to(src, target_is_directory=True)
@@ -505,7 +510,7 @@ def test_paths_that_would_destroy_the_source_are_refused_before_anything_is_touc
         (dst / "dict.ltr.txt").write_text("A 1\n")
         kwargs["dict_path"] = dst / "dict.ltr.txt"
         before = tree(tmp_path)
-    with pytest.raises(ValueError, match="same place|lies inside"):
+    with pytest.raises(ValueError, match="same place|lies inside|current directory"):
         convert(src, dst, "flax", overwrite=True, **kwargs)
     assert tree(tmp_path) == before
     argv = ["convert", str(src), str(dst), "--to", "flax", "--overwrite"]

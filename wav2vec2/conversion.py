@@ -232,6 +232,9 @@ def check_destination(src, dst, overwrite: bool, inputs=()) -> None:
             raise ValueError(f"{given} lies inside {dst}, which the conversion would replace")
         if real in dst_real.parents:
             raise ValueError(f"{dst} lies inside {given}: write the conversion somewhere else")
+    cwd = Path.cwd().resolve()
+    if dst_real == cwd or dst_real in cwd.parents or dst_real.parent == dst_real:
+        raise ValueError(f"{dst} is (or holds) the current directory or the file system root: give a directory to create")
     if dst_real.exists() and not dst_real.is_dir():
         raise FileExistsError(f"{dst} exists and is not a directory")
     if dst_real.is_dir() and any(dst_real.iterdir()) and not overwrite:
