@@ -76,13 +76,13 @@ def convert(
     if max_shard_size is not None:
         parse_size(max_shard_size)  # a bad size is an error before any work is done
     recover_interrupted(dst)
-    check_destination(src, dst, overwrite, inputs=[dict_path] if dict_path is not None else [])
-    source = read_source(src, dict_path=dict_path, **hub_kwargs)
-    return write_converted(source, dst, to, max_shard_size=max_shard_size)
+    _check_destination(src, dst, overwrite, inputs=[dict_path] if dict_path is not None else [])
+    source = _read_source(src, dict_path=dict_path, **hub_kwargs)
+    return _write_converted(source, dst, to, max_shard_size=max_shard_size)
 
 
 # ------------------------------------------------------------------------------------ reading
-def read_source(src, dict_path=None, **hub_kwargs) -> Source:
+def _read_source(src, dict_path=None, **hub_kwargs) -> Source:
     """Read and check everything a conversion of SRC writes: config, weights, adapters."""
     src_str = os.fspath(src)
     if os.path.isfile(src_str) and src_str.endswith((".pt", ".pth")):
@@ -216,7 +216,7 @@ def from_fairseq(pt_path, dict_path=None):
 
 
 # ------------------------------------------------------------------------------------ writing
-def check_destination(src, dst, overwrite: bool, inputs=()) -> None:
+def _check_destination(src, dst, overwrite: bool, inputs=()) -> None:
     """Refuse, before anything is touched, a DST that would be lost or would destroy an input.
 
     Symbolic links are resolved: a DST that is a link has the directory it points to replaced.
@@ -241,7 +241,7 @@ def check_destination(src, dst, overwrite: bool, inputs=()) -> None:
         raise FileExistsError(f"{dst} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
 
 
-def write_converted(source: Source, dst, to: str, max_shard_size=None) -> Path:
+def _write_converted(source: Source, dst, to: str, max_shard_size=None) -> Path:
     """Write ``source`` as format ``to`` into a staging directory beside DST, then swap it in."""
     dst = Path(dst)
     final = Path(os.path.realpath(dst))
@@ -322,7 +322,7 @@ def recover_interrupted(dst) -> None:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # (on Windows, os.kill would terminate the process)
         return True
     try:
         os.kill(pid, 0)
@@ -397,12 +397,12 @@ def run(args) -> int:
             parse_size(args.max_shard_size)
         inputs = [args.dict_path] if args.dict_path is not None else []
         recover_interrupted(args.dst)
-        check_destination(args.src, args.dst, args.overwrite, inputs=inputs)
-        source = read_source(args.src, dict_path=args.dict_path, revision=args.revision)
+        _check_destination(args.src, args.dst, args.overwrite, inputs=inputs)
+        source = _read_source(args.src, dict_path=args.dict_path, revision=args.revision)
     except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:
-        write_converted(source, args.dst, args.to, max_shard_size=args.max_shard_size)
+        _write_converted(source, args.dst, args.to, max_shard_size=args.max_shard_size)
     except OSError as e:  # the disk: full, read-only, permissions
         raise InputError(f"cannot write {args.dst}: {e}") from None
     except ValueError as e:  # weights the target format cannot hold
