@@ -71,14 +71,19 @@ def convert(
     inside DST, or DST inside SRC, is refused before anything is read or written. ``hub_kwargs`` go
     to ``wav2vec2.io.hub.resolve_file``. Returns DST.
     """
+    source = _prepare(src, dst, to, overwrite, max_shard_size, dict_path, hub_kwargs)
+    return _write_converted(source, dst, to, max_shard_size=max_shard_size)
+
+
+def _prepare(src, dst, to, overwrite, max_shard_size, dict_path, hub_kwargs) -> Source:
+    """Everything before the first write: the options, the paths, and the whole source read and checked."""
     if to not in FORMATS:
         raise ValueError(f"--to must be one of {FORMATS}, got {to!r}")
     if max_shard_size is not None:
-        parse_size(max_shard_size)  # a bad size is an error before any work is done
+        parse_size(max_shard_size)
     recover_interrupted(dst)
     _check_destination(src, dst, overwrite, inputs=[dict_path] if dict_path is not None else [])
-    source = _read_source(src, dict_path=dict_path, **hub_kwargs)
-    return _write_converted(source, dst, to, max_shard_size=max_shard_size)
+    return _read_source(src, dict_path=dict_path, **hub_kwargs)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -393,12 +398,8 @@ def run(args) -> int:
     from .cli import InputError, UsageError
 
     try:  # a bad option or a SRC that is not a usable checkpoint: nothing has been written
-        if args.max_shard_size is not None:
-            parse_size(args.max_shard_size)
-        inputs = [args.dict_path] if args.dict_path is not None else []
-        recover_interrupted(args.dst)
-        _check_destination(args.src, args.dst, args.overwrite, inputs=inputs)
-        source = _read_source(args.src, dict_path=args.dict_path, revision=args.revision)
+        source = _prepare(args.src, args.dst, args.to, args.overwrite, args.max_shard_size, args.dict_path,
+                          dict(revision=args.revision))
     except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:
