@@ -336,6 +336,43 @@ def test_adapter_that_does_not_fit_the_config_is_named(tmp_path):
     assert not (tmp_path / "dst").exists()
 
 
+def test_hub_repo_is_converted_with_all_its_files_but_other_weights_downloaded(tmp_path, monkeypatch):
+    """A hub repo id: the weights come through hf_hub_download, every other file through one snapshot
+    that leaves out all weight files (checked with huggingface_hub's own pattern matching)."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.utils import filter_repo_objects
+
+    repo = tmp_path / "hub" / "org" / "mms"
+    state, _ = make_mms_checkpoint(repo / "sub")
+    write_state_dict(state, repo / "sub", format="tensorflow")  # on the hub beside it: never downloaded
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
+    downloaded = []
+
+    def hf_hub_download(repo_id, filename, subfolder=None, **kwargs):
+        name = f"{subfolder}/{filename}" if subfolder else filename
+        if name not in files:
+            raise EntryNotFoundError(f"{repo_id} has no {name}")
+        downloaded.append(name)
+        return str(repo / name)
+
+    def snapshot_download(repo_id, allow_patterns=None, ignore_patterns=None, **kwargs):
+        snapshot = tmp_path / "snapshot"
+        for name in filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
+            downloaded.append(name)
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(repo / name, snapshot / name)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    dst = convert("org/mms", tmp_path / "dst", "flax", subfolder="sub")
+    assert "sub/tf_model.h5" not in downloaded and downloaded.count("sub/model.safetensors") == 1
+    assert {n for n in tree(dst) if "adapter" in n} == {"adapter.eng.msgpack", "adapter.fra.msgpack"}
+    assert all(tree(dst)[name] == tree(repo / "sub")[name] for name in [*SIDE_FILES, "vocab.json"])
+    assert_same_state(read_state_dict(dst), state)
+
+
 # ------------------------------------------------------------------------------ overwrite, whole
 @pytest.fixture
 def old_and_new(tmp_path):
