@@ -103,7 +103,9 @@ def _read_source(src, dict_path=None, **hub_kwargs) -> Source:
         source = Source(src_str, config, state, savers=savers)
     else:
         if dict_path is not None:
-            raise ValueError(f"{src_str}: --dict is for fairseq .pt checkpoints; this checkpoint has its own vocabulary")
+            raise ValueError(
+                f"{src_str}: --dict is for fairseq .pt checkpoints; this checkpoint has its own vocabulary"
+            )
         config = Wav2Vec2Config.from_pretrained(src_str, **hub_kwargs)
         state = read_state_dict(src_str, **hub_kwargs)
         carried_dir = _checkpoint_directory(src_str, hub_kwargs)
@@ -163,7 +165,9 @@ def _read_adapters(directory: Path, config: Wav2Vec2Config) -> Dict[str, Dict[st
 
     languages = sorted({m.group(1) for p in directory.iterdir() if (m := _ADAPTER_NAME.fullmatch(p.name))})
     if languages and config.adapter_attn_dim is None:
-        raise ValueError(f"{directory}: holds adapter files ({', '.join(languages)}) but config.adapter_attn_dim is not set")
+        raise ValueError(
+            f"{directory}: holds adapter files ({', '.join(languages)}) but config.adapter_attn_dim is not set"
+        )
     expected = adapter_shapes(config) if languages else {}
     adapters = {}
     for lang in languages:
@@ -239,7 +243,9 @@ def _check_destination(src, dst, overwrite: bool, inputs=()) -> None:
             raise ValueError(f"{dst} lies inside {given}: write the conversion somewhere else")
     cwd = Path.cwd().resolve()
     if dst_real == cwd or dst_real in cwd.parents or dst_real.parent == dst_real:
-        raise ValueError(f"{dst} is (or holds) the current directory or the file system root: give a directory to create")
+        raise ValueError(
+            f"{dst} is (or holds) the current directory or the file system root: give a directory to create"
+        )
     if dst_real.exists() and not dst_real.is_dir():
         raise FileExistsError(f"{dst} exists and is not a directory")
     if dst_real.is_dir() and any(dst_real.iterdir()) and not overwrite:
