@@ -197,3 +197,62 @@ def test_finetuned_checkpoint_without_pretraining_settings_is_an_error(tmp_path)
                 "args": argparse.Namespace(arch="wav2vec_ctc", w2v_path="/somewhere/wav2vec_small.pt")}, path)
     with pytest.raises(ValueError, match=r"ft\.pt.*w2v_args"):
         read_fairseq(path)
+
+
+# ------------------------------------------------------------------ dictionary and normalize
+def test_dictionary_reads_as_fairseq_loads_it(tmp_path):
+    from wav2vec2.io.fairseq import ctc_vocabulary, read_dictionary
+
+    path = tmp_path / "dict.ltr.txt"
+    # a token may hold spaces (the count is the last field); #fairseq:overwrite gives a known token a new id
+    path.write_text("| 94802\nE 51860\nNEW YORK 7\nE 3 #fairseq:overwrite\n", encoding="utf-8")
+    assert read_dictionary(path) == ["<s>", "<pad>", "</s>", "<unk>", "|", "E", "NEW YORK", "E"]
+    # fairseq's blank is id 0 ("<s>"); here the blank is the pad token, so the two names trade ids
+    assert ctc_vocabulary(read_dictionary(path)) == {
+        "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 7, "NEW YORK": 6}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("E 5\nE 3\n", r"line 2: 'E' is already in the dictionary"),
+    ("<unk> 1\n", r"line 1: '<unk>' is already"),
+    ("E 5\nT\n", r"line 2: expected '<token> <count>"),
+    ("E five\n", r"line 1: expected"),
+    ("E 5\n\n", r"line 2: expected"),
+])
+def test_bad_dictionary_lines_are_named(tmp_path, text, words):
+    from wav2vec2.io.fairseq import read_dictionary
+
+    path = tmp_path / "dict.ltr.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"dict\.ltr\.txt, " + words):
+        read_dictionary(path)
+    path.write_bytes(b"\xff\xfe E 5\n")
+    with pytest.raises(ValueError, match=r"dict\.ltr\.txt: not a UTF-8 text file"):
+        read_dictionary(path)
+
+
+def test_normalize_is_read_from_every_place_fairseq_keeps_it(tmp_path):
+    omegaconf = pytest.importorskip("omegaconf")
+    from wav2vec2.io import torch_pickle
+    from wav2vec2.io.fairseq import read_normalize
+
+    def saved(**checkpoint):
+        path = tmp_path / "model.pt"
+        torch.save({"model": {}, **checkpoint}, path)
+        return torch_pickle.load(path, allow_config_objects=True), path
+
+    cfg = omegaconf.OmegaConf.create
+    cases = [
+        (dict(cfg=cfg({"task": {"normalize": True}, "model": {"normalize": False}})), True),  # the task's own
+        (dict(cfg=cfg({"task": {"_name": "audio_finetuning"}, "model": {"normalize": True}})), True),
+        (dict(cfg=cfg({"model": {"w2v_args": {"task": {"normalize": True}}}})), True),
+        (dict(cfg=cfg({"task": {"normalize": False}, "model": {}})), False),
+        (dict(cfg=cfg({"model": {}})), False),  # fairseq's default
+        (dict(args=argparse.Namespace(normalize=True), cfg=None), True),
+        (dict(args=argparse.Namespace(w2v_args=argparse.Namespace(normalize=True))), True),
+        (dict(args=argparse.Namespace(arch="wav2vec2")), False),
+    ]
+    for checkpoint, expected in cases:
+        assert read_normalize(*saved(**checkpoint)) is expected, checkpoint
+    with pytest.raises(ValueError, match=r"model\.pt: task\.normalize must be true or false, got 'yes'"):
+        read_normalize(*saved(cfg=cfg({"task": {"normalize": "yes"}})))

@@ -14,6 +14,8 @@ STANDARD = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for
 MULTI = {**STANDARD, "AB": 14, "ABC": 15, "BC": 16, "B": 17, "C": 18}
 # A community-style vocab: bracketed pad/unk, and no <s>, </s> (the tokenizer adds them with new ids).
 BRACKETS = {"[PAD]": 0, "[UNK]": 1, "|": 2, **{c: 3 + i for i, c in enumerate(LETTERS)}}
+# IPA: multi-character phones ("aː", "t͡ʃ") in a character tokenizer's vocabulary are matched whole and joined.
+IPA = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "a": 5, "aː": 6, "ʃ": 7, "t͡ʃ": 8, "ə": 9, "n": 10, "t": 11}
 NESTED = {"eng": STANDARD, "fra": {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "É": 5, "E": 6, "OU": 7, "T": 8}}
 
 VOCABS = {
@@ -23,9 +25,10 @@ VOCABS = {
     "brackets": (BRACKETS, {"unk_token": "[UNK]", "pad_token": "[PAD]"}),
     "nested": (NESTED, {"target_lang": "fra"}),
     "delimiter": (STANDARD, {"replace_word_delimiter_char": "_", "clean_up_tokenization_spaces": True}),
+    "ipa": (IPA, {}),
 }
 
-PIECES = LETTERS + list("abcelt BCÉ|\t!?.,x") + [
+PIECES = LETTERS + list("abcelt BCÉ|\t!?.,x") + list(IPA) + [
     "  ", "<s>", "</s>", "<unk>", "<pad>", "AB", "ABC", "BC", "ab", "OU", "[UNK]", "[PAD]", " n't", "'s"
 ]
 SETTINGS = ("do_lower_case", "replace_word_delimiter_char", "target_lang", "clean_up_tokenization_spaces", "pad_token", "unk_token")
@@ -117,6 +120,8 @@ def test_decoding_matches_reference(pairs, name, data):
     group = data.draw(st.booleans())
     assert ours.decode(ids, group_tokens=group) == ref.decode(ids, group_tokens=group)
     assert ours.decode(ids, clean_up_tokenization_spaces=True) == ref.decode(ids, clean_up_tokenization_spaces=True)
+    spaced = dict(spaces_between_special_tokens=True, group_tokens=group)
+    assert ours.decode(ids, **spaced) == ref.decode(ids, **spaced)
     if ids:  # (the reference returns [] for offsets it was not asked for when there is nothing to decode)
         for chars, words in ((True, False), (False, True), (True, True)):
             offsets_equal(
@@ -334,3 +339,152 @@ def test_bad_arguments(pairs):
         ours.pad({"labels": [[1]]})
     with pytest.raises(ValueError, match="different lengths.*padding=True"):
         ours(["A", "AB"], return_tensors="np")
+
+
+def test_ipa_tokens_are_joined_as_in_the_reference(pairs):
+    ours, ref = pairs["ipa"]
+    ids = [IPA[t] for t in ("t͡ʃ", "t͡ʃ", "aː", "<pad>", "aː", "|", "n", "ə", "t")]
+    assert ours.decode(ids) == ref.decode(ids) == "t͡ʃaːaː nət"
+    assert ours.decode(ids, spaces_between_special_tokens=True) == ref.decode(ids, spaces_between_special_tokens=True)
+    assert ours.decode(ids, spaces_between_special_tokens=True) == "t͡ʃ aː aː   n ə t"  # every token, despite the name
+    assert ours.batch_decode([ids], spaces_between_special_tokens=True) == [ours.decode(ids, spaces_between_special_tokens=True)]
+    # the reference's quirk, kept for matching labels: a multi-character token swallows the spaces beside it
+    assert ours.tokenize("t͡ʃaː nət") == ref.tokenize("t͡ʃaː nət") == ["t͡ʃ", "aː", "n", "ə", "t"]
+
+
+# ------------------------------------------------------------------ no word delimiter
+SPACED = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, " ": 4, "a": 5, "b": 6, "|": 7}
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.integers(0, len(SPACED) + 1), max_size=30))
+def test_decoding_without_a_word_delimiter_matches_reference(ref_cls, tmp_path_factory, ids):
+    path = tmp_path_factory.mktemp("spaced") / "vocab.json"
+    path.write_text(json.dumps(SPACED))
+    ours, ref = Wav2Vec2CTCTokenizer(path, word_delimiter_token=None), ref_cls(str(path), word_delimiter_token=None)
+    assert ours.word_delimiter_token_id is None is ref.word_delimiter_token_id
+    assert ours.decode(ids) == ref.decode(ids)
+    if ids:
+        offsets_equal(ours.decode(ids, output_char_offsets=True, output_word_offsets=True),
+                      ref.decode(ids, output_char_offsets=True, output_word_offsets=True))
+
+
+def test_encoding_without_a_word_delimiter_keeps_spaces(ref_cls, tmp_path):
+    """A deliberate difference (docs/differences.md): the reference writes the string "None" for each space."""
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(SPACED))
+    ours, ref = Wav2Vec2CTCTokenizer(path, word_delimiter_token=None), ref_cls(str(path), word_delimiter_token=None)
+    assert ours.tokenize("a b") == ["a", " ", "b"] and ours.encode("a b") == [5, 4, 6]
+    assert ref.tokenize("a b") == ["a", "N", "o", "n", "e", "b"]
+
+
+# ------------------------------------------------------------------ phoneme tokenizer
+PHONEMES = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "h": 5, "ə": 6, "l": 7, "oʊ": 8, "w": 9, "ɜː": 10,
+            "d": 11, "aɪ": 12, "t͡ʃ": 13}
+PHONEME_SETTINGS = {"default": {}, "word_delimiter": {"word_delimiter_token": "|"}}
+PHONEME_PIECES = [*PHONEMES, " ", "  ", "x", "hə", "\t", " | "]
+
+
+@pytest.fixture(scope="module")
+def phoneme_pairs(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    from wav2vec2 import Wav2Vec2PhonemeCTCTokenizer
+
+    path = tmp_path_factory.mktemp("phonemes") / "vocab.json"
+    path.write_text(json.dumps(PHONEMES, ensure_ascii=False), encoding="utf-8")
+    return {
+        name: (Wav2Vec2PhonemeCTCTokenizer(path, do_phonemize=False, **kwargs),
+               transformers.Wav2Vec2PhonemeCTCTokenizer(str(path), do_phonemize=False, **kwargs))
+        for name, kwargs in PHONEME_SETTINGS.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(PHONEME_SETTINGS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(PHONEME_PIECES), max_size=12).map("".join))
+def test_phoneme_encoding_matches_reference(phoneme_pairs, name, text):
+    ours, ref = phoneme_pairs[name]
+    assert ours.tokenize(text) == ref.tokenize(text)
+    assert ours(text)["input_ids"] == ref(text)["input_ids"]
+
+
+@pytest.mark.parametrize("name", list(PHONEME_SETTINGS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_phoneme_decoding_matches_reference(phoneme_pairs, name, data):
+    ours, ref = phoneme_pairs[name]
+    ids = data.draw(st.lists(st.integers(0, len(PHONEMES) + 1), min_size=1, max_size=30))  # the reference fails on []
+    for kwargs in ({}, {"group_tokens": False}, {"filter_word_delimiter_token": False}):
+        assert ours.decode(ids, **kwargs) == ref.decode(ids, **kwargs), kwargs
+        got, expected = ours.decode(ids, output_char_offsets=True, **kwargs), ref.decode(ids, output_char_offsets=True, **kwargs)
+        assert (got.text, got.char_offsets) == (expected.text, expected.char_offsets)
+    # skip_special_tokens keeps the blank until repeats are merged (see docs/differences.md)
+    removed = set(ref.all_special_ids) - {ref.pad_token_id}
+    kept = [i for i in ids if i not in removed and i < len(ref)]
+    assert ours.decode(ids, skip_special_tokens=True) == (ref.decode(kept) if kept else "")
+    assert ours.batch_decode([ids, ids[::-1]]) == ref.batch_decode([ids, ids[::-1]])
+
+
+def test_phoneme_example(phoneme_pairs):
+    ours, _ = phoneme_pairs["word_delimiter"]
+    ids = [5, 5, 6, 0, 7, 8, 4, 4, 9, 10, 7, 11, 0]
+    assert ours.decode(ids) == "h ə l oʊ w ɜː l d"
+    assert ours.decode([]) == "" and ours.decode([0, 0]) == ""
+    assert ours.decode(ids, filter_word_delimiter_token=False) == "h ə l oʊ | w ɜː l d"
+    out = ours.batch_decode([ids], output_char_offsets=True)
+    assert out.char_offsets[0][:2] == [{"char": "h", "start_offset": 0, "end_offset": 2},
+                                       {"char": "ə", "start_offset": 2, "end_offset": 3}]
+    assert ours.encode("h ə <s> l") == [5, 6, 1, 7]
+
+
+def test_phoneme_files_load_both_ways(phoneme_pairs, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from wav2vec2 import Wav2Vec2PhonemeCTCTokenizer, Wav2Vec2Processor
+
+    ours, ref = phoneme_pairs["word_delimiter"]
+    ids = [5, 6, 4, 9, 10, 0, 12, 13]
+    ours.save_pretrained(tmp_path / "ours")
+    back = transformers.AutoTokenizer.from_pretrained(tmp_path / "ours")
+    assert type(back).__name__ == "Wav2Vec2PhonemeCTCTokenizer"
+    assert back.decode(ids) == ref.decode(ids) and back.word_delimiter_token == "|" and not back.do_phonemize
+    ref.save_pretrained(tmp_path / "ref")
+    loaded = Wav2Vec2CTCTokenizer.from_pretrained(tmp_path / "ref")  # the saved class decides
+    assert isinstance(loaded, Wav2Vec2PhonemeCTCTokenizer)
+    assert loaded.decode(ids) == ref.decode(ids) and loaded.encode("h ə | w") == ref.encode("h ə | w")
+    transformers.Wav2Vec2FeatureExtractor().save_pretrained(tmp_path / "ref")
+    assert isinstance(Wav2Vec2Processor.from_pretrained(tmp_path / "ref").tokenizer, Wav2Vec2PhonemeCTCTokenizer)
+
+
+def test_phonemizing_needs_the_phonemizer_package_only_to_encode(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from wav2vec2 import Wav2Vec2PhonemeCTCTokenizer
+
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(PHONEMES, ensure_ascii=False), encoding="utf-8")
+    tokenizer = Wav2Vec2PhonemeCTCTokenizer(path, word_delimiter_token="|")  # do_phonemize=True by default
+    assert tokenizer.decode([5, 6, 4, 7]) == "h ə l"
+    monkeypatch.setitem(sys.modules, "phonemizer", None)
+    with pytest.raises(ImportError, match="do_phonemize=False"):
+        tokenizer.encode("hello")
+
+    calls = []
+
+    class Backend:  # phonemizer's espeak backend, as far as the tokenizer uses it
+        def __init__(self, lang, language_switch):
+            calls.append(("backend", lang, language_switch))
+
+        def phonemize(self, texts, separator):
+            calls.append(("phonemize", texts, separator))
+            return [" h ə l oʊ | w ɜː l d | "]
+
+    fake = types.ModuleType("phonemizer")
+    fake.backend = types.SimpleNamespace(BACKENDS={"espeak": Backend})
+    fake.separator = types.SimpleNamespace(Separator=lambda **parts: parts)
+    monkeypatch.setitem(sys.modules, "phonemizer", fake)
+    monkeypatch.setitem(sys.modules, "phonemizer.backend", fake.backend)
+    monkeypatch.setitem(sys.modules, "phonemizer.separator", fake.separator)
+    assert tokenizer.encode("  Hello World ") == [5, 6, 7, 8, 4, 9, 10, 7, 11, 4]
+    assert calls == [("backend", "en-us", "remove-flags"),
+                     ("phonemize", ["hello world"], {"phone": " ", "word": "| ", "syllable": ""})]

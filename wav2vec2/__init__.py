@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Wav2Vec2FeatureExtractor": "feature_extraction",
     "Wav2Vec2CTCTokenizer": "tokenization",
+    "Wav2Vec2PhonemeCTCTokenizer": "tokenization",
     "Wav2Vec2Processor": "processing",
     "Wav2Vec2ProcessorWithLM": "processing_with_lm",
     "transcribe": "transcription",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -90,14 +91,39 @@ class Wav2Vec2Config:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("conv_dim", "conv_stride", "conv_kernel", "tdnn_dim", "tdnn_kernel", "tdnn_dilation"):
-            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.output_hidden_size is None:
             self.output_hidden_size = self.hidden_size
         if self.id2label is None:
             self.id2label = {0: "LABEL_0", 1: "LABEL_1"}
-        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"Wav2Vec2Config.extra: must be a mapping, got {type(self.extra).__name__}")
+        self.extra = dict(self.extra)  # a replace()d copy must not share it
+        self._check_types()
         self.validate()
+
+    def _check_types(self) -> None:
+        """Check each field's type and range; store JSON-plain values (ints, tuples of ints, an int-keyed id2label)."""
+        for name in _INT_FIELDS:
+            minimum = 0 if name in _NON_NEGATIVE else 1
+            setattr(self, name, _integer(name, getattr(self, name), minimum, optional=name in _OPTIONAL))
+        for name in _INT_SEQUENCE_FIELDS:
+            setattr(self, name, _integer_sequence(name, getattr(self, name)))
+        for name in _FLOAT_FIELDS:
+            value = _number(name, getattr(self, name))
+            if name in _PROBABILITIES and not 0.0 <= value <= 1.0:
+                _fail(name, f"must lie in [0, 1], got {value}")
+            if name in _POSITIVE_FLOATS and not value > 0.0:
+                _fail(name, f"must be positive, got {value}")
+            if value < 0.0:
+                _fail(name, f"must be at least 0, got {value}")
+        for name in _BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, f"must be true or false, got {getattr(self, name)!r}")
+        for name, choices in _CHOICE_FIELDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                _fail(name, f"must be one of {choices}, got {value!r}")
+        self.id2label = _labels(self.id2label)
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -123,68 +149,43 @@ class Wav2Vec2Config:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ValueError naming the first inconsistent field."""
-
-        def fail(name, why):
-            raise ValueError(f"Wav2Vec2Config.{name}: {why}")
-
+        """Raise ValueError naming the first field that does not fit the others."""
         n = len(self.conv_dim)
-        if n == 0:
-            fail("conv_dim", "the conv feature encoder needs at least one layer")
         if len(self.conv_stride) != n or len(self.conv_kernel) != n:
-            fail(
+            _fail(
                 "conv_dim",
                 f"conv_dim, conv_stride and conv_kernel must have the same length, got "
                 f"{len(self.conv_dim)}, {len(self.conv_stride)} and {len(self.conv_kernel)}",
             )
-        for name in ("conv_dim", "conv_stride", "conv_kernel"):
-            if any(v <= 0 for v in getattr(self, name)):
-                fail(name, f"every entry must be positive, got {getattr(self, name)}")
         if not (len(self.tdnn_dim) == len(self.tdnn_kernel) == len(self.tdnn_dilation)):
-            fail(
+            _fail(
                 "tdnn_dim",
                 f"tdnn_dim, tdnn_kernel and tdnn_dilation must have the same length, got "
                 f"{len(self.tdnn_dim)}, {len(self.tdnn_kernel)} and {len(self.tdnn_dilation)}",
             )
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            if getattr(self, name) <= 0:
-                fail(name, f"must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
-            fail(
+            _fail(
                 "hidden_size",
                 f"{self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}",
             )
         if self.hidden_size % self.num_conv_pos_embedding_groups:
-            fail(
+            _fail(
                 "num_conv_pos_embedding_groups",
                 f"hidden_size={self.hidden_size} is not divisible by {self.num_conv_pos_embedding_groups} groups",
             )
-        if self.feat_extract_norm not in _NORMS:
-            fail("feat_extract_norm", f"must be one of {_NORMS}, got {self.feat_extract_norm!r}")
-        for name in ("hidden_act", "feat_extract_activation"):
-            if getattr(self, name) not in _ACTIVATIONS:
-                fail(name, f"must be one of {_ACTIVATIONS}, got {getattr(self, name)!r}")
-        if self.ctc_loss_reduction not in _CTC_REDUCTIONS:
-            fail("ctc_loss_reduction", f"must be one of {_CTC_REDUCTIONS}, got {self.ctc_loss_reduction!r}")
-        for name in (
-            "hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
-            "feat_quantizer_dropout", "final_dropout", "layerdrop", "mask_time_prob", "mask_feature_prob",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                fail(name, f"must lie in [0, 1], got {value}")
-        for name in ("mask_time_length", "mask_feature_length"):
-            if getattr(self, name) < 1:
-                fail(name, f"must be at least 1, got {getattr(self, name)}")
         if self.codevector_dim % self.num_codevector_groups:
-            fail(
+            _fail(
                 "codevector_dim",
                 f"{self.codevector_dim} is not divisible by num_codevector_groups={self.num_codevector_groups}",
             )
+        # The pad id is the CTC blank: the loss needs it to be one of the vocabulary's ids.
+        if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
+            _fail(
+                "pad_token_id",
+                f"{self.pad_token_id} is the CTC blank and must lie in [0, vocab_size={self.vocab_size})",
+            )
         if self.add_adapter and self.num_adapter_layers < 1:
-            fail("num_adapter_layers", "add_adapter=True needs at least one adapter layer")
-        if self.adapter_attn_dim is not None and self.adapter_attn_dim <= 0:
-            fail("adapter_attn_dim", f"must be positive or None, got {self.adapter_attn_dim}")
+            _fail("num_adapter_layers", "add_adapter=True needs at least one adapter layer")
 
     # ------------------------------------------------------------------ dict / JSON round trip
     @classmethod
@@ -193,7 +194,16 @@ class Wav2Vec2Config:
 
     @classmethod
     def from_dict(cls, data: dict, **overrides) -> "Wav2Vec2Config":
+        if not isinstance(data, dict):
+            raise ValueError(f"a config is a mapping of field names to values, got {type(data).__name__}")
         data = {**data, **overrides}
+        num_labels = data.get("num_labels")
+        if num_labels is not None and data.get("id2label") is None:
+            # num_labels alone asks for that many default labels, as in the reference
+            count = _integer("num_labels", num_labels, minimum=1)
+            data["id2label"] = {i: f"LABEL_{i}" for i in range(count)}
+        elif num_labels is not None and num_labels != len(data["id2label"]):
+            _fail("num_labels", f"{num_labels} does not match the {len(data['id2label'])} labels of id2label")
         known = set(cls.field_names())
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known and k not in _DERIVED_KEYS}
@@ -261,6 +271,92 @@ class Wav2Vec2Config:
 
 # Keys the reference writes that are derived here, so they are recomputed rather than stored.
 _DERIVED_KEYS = frozenset({"num_feat_extract_layers", "label2id", "num_labels"})
+
+# Field kinds for the type and range checks (a test checks that every field has exactly one).
+_INT_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length", "mask_time_min_masks",
+    "mask_feature_length", "mask_feature_min_masks", "num_codevectors_per_group", "num_codevector_groups",
+    "num_negatives", "codevector_dim", "proj_codevector_dim", "classifier_proj_size", "xvector_output_dim",
+    "pad_token_id", "bos_token_id", "eos_token_id", "adapter_kernel_size", "adapter_stride",
+    "num_adapter_layers", "output_hidden_size", "adapter_attn_dim",
+)
+_NON_NEGATIVE = frozenset({
+    "mask_time_min_masks", "mask_feature_min_masks", "num_negatives", "num_adapter_layers",
+    "pad_token_id", "bos_token_id", "eos_token_id",
+})  # every other int field is a size or a count that must be positive
+_OPTIONAL = frozenset({"pad_token_id", "bos_token_id", "eos_token_id", "adapter_attn_dim"})
+_INT_SEQUENCE_FIELDS = ("conv_dim", "conv_stride", "conv_kernel", "tdnn_dim", "tdnn_kernel", "tdnn_dilation")
+_PROBABILITIES = (
+    "hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout", "feat_quantizer_dropout",
+    "final_dropout", "layerdrop", "mask_time_prob", "mask_feature_prob",
+)
+_POSITIVE_FLOATS = ("layer_norm_eps", "contrastive_logits_temperature")
+_FLOAT_FIELDS = (*_PROBABILITIES, *_POSITIVE_FLOATS, "initializer_range", "diversity_loss_weight")  # all finite, >= 0
+_BOOL_FIELDS = ("do_stable_layer_norm", "conv_bias", "apply_spec_augment", "ctc_zero_infinity",
+                "use_weighted_layer_sum", "add_adapter")
+_CHOICE_FIELDS = {
+    "hidden_act": _ACTIVATIONS, "feat_extract_activation": _ACTIVATIONS, "feat_extract_norm": _NORMS,
+    "ctc_loss_reduction": _CTC_REDUCTIONS,
+}
+
+
+def _fail(name, why):
+    raise ValueError(f"Wav2Vec2Config.{name}: {why}")
+
+
+def _describe(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _integer(name, value, minimum: int, optional: bool = False):
+    """An int field: a whole number (not a bool, a float or a string) of at least ``minimum``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(name, f"must be an integer{' or null' if optional else ''}, got {_describe(value)}")
+    if value < minimum:
+        _fail(name, f"must be {'positive' if minimum == 1 else f'at least {minimum}'}, got {value}")
+    return int(value)
+
+
+def _integer_sequence(name, value) -> Tuple[int, ...]:
+    if type(value).__module__ == "numpy":  # an array (a NumPy scalar becomes a number and is refused)
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        _fail(name, f"must be a list of positive integers, got {_describe(value)}")
+    if not value:
+        _fail(name, "must list at least one layer")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
+            _fail(name, f"entry {i} must be a positive integer, got {_describe(item)}")
+    return tuple(int(v) for v in value)
+
+
+def _number(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        _fail(name, f"must be a finite number, got {_describe(value)}")
+    return value
+
+
+def _labels(id2label) -> dict:
+    """id2label with int keys 0..n-1 (JSON writes them as strings) and string values."""
+    if not isinstance(id2label, dict) or not id2label:
+        _fail("id2label", f"must be a non-empty mapping of label ids to names, got {_describe(id2label)}")
+    labels = {}
+    for key, label in id2label.items():
+        if isinstance(key, str) and key.strip().isdigit():
+            index = int(key)
+        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            index = int(key)
+        else:
+            _fail("id2label", f"keys must be label ids (integers), got {key!r}")
+        if not isinstance(label, str):
+            _fail("id2label", f"label {key!r} must be a string, got {_describe(label)}")
+        labels[index] = label
+    if sorted(labels) != list(range(len(id2label))):
+        _fail("id2label", f"the ids must be 0..{len(id2label) - 1} (one per classifier output), got {sorted(labels)}")
+    return labels
 
 _LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 _STABLE = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)

@@ -175,18 +175,20 @@ class Wav2Vec2CTCTokenizer:
         self.target_lang = target_lang
         self.encoder: Dict[str, int] = {token: int(index) for token, index in encoder.items()}
 
-        # Tokens matched whole: every multi-character vocab entry (swallowing whitespace around it),
-        # then what a saved tokenizer_config lists, then special tokens the vocab lacks (new ids).
-        self.atomic: Dict[int, AtomicToken] = {
-            index: AtomicToken(token, lstrip=True, rstrip=True)
-            for token, index in self.encoder.items()
-            if len(token) > 1
-        }
+        # Tokens matched whole: those of the vocab that need it, then what a saved tokenizer_config
+        # lists, then special tokens the vocab lacks (new ids).
+        self.atomic: Dict[int, AtomicToken] = self._vocab_atomic_tokens()
         self.atomic.update(self._saved_added)
         self._rebuild_tables()
         missing = [token for token in self.all_special_tokens if self._lookup(token) is None]
         if missing:
             self.add_tokens(missing, special_tokens=True)
+
+    def _vocab_atomic_tokens(self) -> Dict[int, AtomicToken]:
+        """Every multi-character vocab entry is matched whole and swallows the whitespace around it."""
+        return {
+            index: AtomicToken(token, lstrip=True, rstrip=True) for token, index in self.encoder.items() if len(token) > 1
+        }
 
     def _rebuild_tables(self) -> None:
         self.decoder: Dict[int, str] = {index: token for token, index in self.encoder.items()}
@@ -310,7 +312,9 @@ class Wav2Vec2CTCTokenizer:
             else:
                 if self.do_lower_case:
                     piece = piece.upper()
-                tokens.extend(piece.replace(" ", self.word_delimiter_token))
+                if self.word_delimiter_token is not None:  # without one, a space is a character like any other
+                    piece = piece.replace(" ", self.word_delimiter_token)
+                tokens.extend(piece)
         return tokens
 
     def encode(self, text: str) -> List[int]:
@@ -376,36 +380,25 @@ class Wav2Vec2CTCTokenizer:
         output_char_offsets: bool = False,
         output_word_offsets: bool = False,
         group_tokens: bool = True,
+        spaces_between_special_tokens: bool = False,
     ) -> Union[str, Wav2Vec2CTCTokenizerOutput]:
         """CTC-decode one id sequence: merge repeats, drop the blank (pad), join the characters.
 
-        ``group_tokens=False`` decodes label sequences, which have no repeats to merge. With
-        offsets asked for, returns a ``Wav2Vec2CTCTokenizerOutput`` instead of the text.
+        ``group_tokens=False`` decodes label sequences, which have no repeats to merge.
+        ``spaces_between_special_tokens`` puts a space between every two tokens (as the reference
+        does, despite the name: all tokens, not only special ones). With offsets asked for, returns a
+        ``Wav2Vec2CTCTokenizerOutput`` instead of the text.
         """
-        ids = np.asarray(_as_id_list(token_ids), dtype=np.int64)
-        # Every id that reads as the same token must merge with it: an id outside the vocabulary
-        # reads as unk, so map each id to the canonical id of its token first.
-        canonical = np.asarray([self._canonical_id(i) for i in ids.tolist()], dtype=np.int64)
-        ignore = [i for i in self.all_special_ids if i != self.pad_token_id] if skip_special_tokens else []
-        segments = ctc.collapse(canonical, self.pad_token_id, ignore_ids=ignore, group=group_tokens)
-
+        segments = self._segments(token_ids, skip_special_tokens, group_tokens)
         chars = [self._token(i) for i in segments.ids.tolist()]
         chars = [self.replace_word_delimiter_char if c == self.word_delimiter_token else c for c in chars]
-        text = "".join(chars).strip()
+        text = (" " if spaces_between_special_tokens else "").join(chars).strip()
         if self.do_lower_case:
             text = text.lower()
-        if clean_up_tokenization_spaces is None:
-            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        if clean_up_tokenization_spaces:
-            for before, after in _CLEANUPS:
-                text = text.replace(before, after)
+        text = self._clean_up(text, clean_up_tokenization_spaces)
         if not (output_char_offsets or output_word_offsets):
             return text
 
-        char_offsets = [
-            {"char": c, "start_offset": int(s), "end_offset": int(e)}
-            for c, s, e in zip(chars, segments.starts, segments.ends)
-        ]
         word_offsets = None
         if output_word_offsets:
             is_delimiter = [c == self.replace_word_delimiter_char for c in chars]
@@ -414,8 +407,26 @@ class Wav2Vec2CTCTokenizer:
                 for first, last, start, end in ctc.word_offsets(segments, is_delimiter)
             ]
         return Wav2Vec2CTCTokenizerOutput(
-            text=text, char_offsets=char_offsets if output_char_offsets else None, word_offsets=word_offsets
+            text=text, char_offsets=_char_offsets(chars, segments) if output_char_offsets else None,
+            word_offsets=word_offsets,
         )
+
+    def _segments(self, token_ids, skip_special_tokens: bool, group_tokens: bool) -> ctc.Segments:
+        """The emitted tokens of one id sequence, with the frames each spans."""
+        ids = np.asarray(_as_id_list(token_ids), dtype=np.int64)
+        # Every id that reads as the same token must merge with it: an id outside the vocabulary
+        # reads as unk, so map each id to the canonical id of its token first.
+        canonical = np.asarray([self._canonical_id(i) for i in ids.tolist()], dtype=np.int64)
+        ignore = [i for i in self.all_special_ids if i != self.pad_token_id] if skip_special_tokens else []
+        return ctc.collapse(canonical, self.pad_token_id, ignore_ids=ignore, group=group_tokens)
+
+    def _clean_up(self, text: str, clean_up_tokenization_spaces: Optional[bool]) -> str:
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces:
+            for before, after in _CLEANUPS:
+                text = text.replace(before, after)
+        return text
 
     def batch_decode(
         self,
@@ -425,28 +436,17 @@ class Wav2Vec2CTCTokenizer:
         output_char_offsets: bool = False,
         output_word_offsets: bool = False,
         group_tokens: bool = True,
+        spaces_between_special_tokens: bool = False,
     ) -> Union[List[str], Wav2Vec2CTCTokenizerOutput]:
         """``decode`` each sequence of a batch; with offsets, one output whose fields are lists."""
-        if _framework_of(sequences) is not None or isinstance(sequences, np.ndarray):
-            sequences = to_numpy(sequences)
-        decoded = [
-            self.decode(
-                seq,
-                skip_special_tokens=skip_special_tokens,
-                clean_up_tokenization_spaces=clean_up_tokenization_spaces,
-                output_char_offsets=output_char_offsets,
-                output_word_offsets=output_word_offsets,
-                group_tokens=group_tokens,
-            )
-            for seq in sequences
-        ]
-        if not (output_char_offsets or output_word_offsets):
-            return decoded
-        return Wav2Vec2CTCTokenizerOutput(
-            text=[d.text for d in decoded],
-            char_offsets=[d.char_offsets for d in decoded] if output_char_offsets else None,
-            word_offsets=[d.word_offsets for d in decoded] if output_word_offsets else None,
-        )
+        return _batched(self.decode, sequences, dict(
+            skip_special_tokens=skip_special_tokens,
+            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            output_char_offsets=output_char_offsets,
+            output_word_offsets=output_word_offsets,
+            group_tokens=group_tokens,
+            spaces_between_special_tokens=spaces_between_special_tokens,
+        ))
 
     # -------------------------------------------------------------------- files
     def _config_dict(self) -> Dict[str, Any]:
@@ -498,6 +498,8 @@ class Wav2Vec2CTCTokenizer:
     def from_pretrained(cls, path_or_repo_id, **kwargs) -> "Wav2Vec2CTCTokenizer":
         """Load from a directory or hub repo id holding ``vocab.json`` (and the optional config files).
 
+        A ``tokenizer_config.json`` naming ``Wav2Vec2PhonemeCTCTokenizer`` gives one of those.
+
         Hub options (revision, cache_dir, local_files_only, token, subfolder) go to
         ``wav2vec2.io.hub.resolve_file``; any other keyword (``target_lang=``, ``unk_token=``, ...)
         overrides a saved setting.
@@ -518,10 +520,142 @@ class Wav2Vec2CTCTokenizer:
         added = {str(i): {"content": t} for t, i in optional(ADDED_TOKENS_NAME).items()}
         settings["added_tokens_decoder"] = {**added, **settings.get("added_tokens_decoder", {})}
         settings.update(kwargs)
+        if cls is Wav2Vec2CTCTokenizer and settings.get("tokenizer_class") == Wav2Vec2PhonemeCTCTokenizer.__name__:
+            cls = Wav2Vec2PhonemeCTCTokenizer  # a phoneme checkpoint: its tokens are joined with spaces
         try:
             return cls(vocab_path, **settings)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path_or_repo_id}: {e}") from None
+
+
+class Wav2Vec2PhonemeCTCTokenizer(Wav2Vec2CTCTokenizer):
+    """Phoneme tokenizer for CTC checkpoints fine-tuned on phonemes (e.g. wav2vec2-lv-60-espeak-cv-ft).
+
+    Tokens are phonemes, written with spaces between them (``"h ə l oʊ"``); decoding joins them the
+    same way. ``word_delimiter_token`` (None by default) is a token between words, dropped when
+    decoding unless ``filter_word_delimiter_token=False``. With ``do_phonemize`` (the default), text
+    is turned into phonemes with the ``phonemizer`` package (not a dependency; it needs espeak-ng),
+    which is imported only when text is encoded: decoding, and encoding text that is already phonemes
+    (``do_phonemize=False``), need nothing.
+    """
+
+    def __init__(
+        self,
+        vocab: Union[dict, str, os.PathLike],
+        bos_token: str = "<s>",
+        eos_token: str = "</s>",
+        unk_token: str = "<unk>",
+        pad_token: str = "<pad>",
+        phone_delimiter_token: str = " ",
+        word_delimiter_token: Optional[str] = None,
+        do_phonemize: bool = True,
+        phonemizer_lang: str = "en-us",
+        phonemizer_backend: str = "espeak",
+        **kwargs,
+    ):
+        self.phone_delimiter_token = phone_delimiter_token
+        self.do_phonemize = bool(do_phonemize)
+        self.phonemizer_lang = phonemizer_lang
+        self.phonemizer_backend = phonemizer_backend
+        self._phonemizers: Dict[str, Any] = {}
+        for unused in ("do_lower_case", "replace_word_delimiter_char"):  # a character tokenizer's settings
+            kwargs.pop(unused, None)
+        super().__init__(vocab, bos_token, eos_token, unk_token, pad_token, word_delimiter_token, **kwargs)
+
+    def _vocab_atomic_tokens(self) -> Dict[int, AtomicToken]:
+        """Only the special tokens are matched whole (phonemes are split at spaces), and they strip nothing."""
+        specials = [self.bos_token, self.eos_token, self.unk_token, self.pad_token, *self.additional_special_tokens]
+        return {
+            self.encoder[token]: AtomicToken(token, special=True, normalized=True)
+            for token in specials
+            if token in self.encoder
+        }
+
+    def tokenize(self, text: str) -> List[str]:
+        """Phonemes of ``text`` (phonemized first with ``do_phonemize``), split at spaces; special tokens whole."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {type(text).__name__}")
+        pieces = self._atomic_pattern.split(text) if self._atomic_pattern is not None else [text]
+        tokens = []
+        for i, piece in enumerate(pieces):  # odd positions are atomic tokens
+            if i % 2:
+                tokens.append(piece)
+                continue
+            piece = piece.strip()
+            if self.do_phonemize and piece:
+                piece = self.phonemize(piece.lower())
+            tokens.extend(p for p in piece.split(" ") if p.strip())
+        return tokens
+
+    def phonemize(self, text: str, phonemizer_lang: Optional[str] = None) -> str:
+        """``text`` as phonemes separated by ``phone_delimiter_token`` (and words by the word delimiter)."""
+        lang = phonemizer_lang or self.phonemizer_lang
+        try:
+            from phonemizer.backend import BACKENDS
+            from phonemizer.separator import Separator
+        except ImportError:
+            raise ImportError(
+                "encoding text with do_phonemize=True needs the phonemizer package (pip install phonemizer; "
+                "it uses espeak-ng); or pass do_phonemize=False and text that is already phonemes separated "
+                "by spaces"
+            ) from None
+        if lang not in self._phonemizers:
+            self._phonemizers[lang] = BACKENDS[self.phonemizer_backend](lang, language_switch="remove-flags")
+        word = self.word_delimiter_token + " " if self.word_delimiter_token is not None else ""
+        separator = Separator(phone=self.phone_delimiter_token, word=word, syllable="")
+        return self._phonemizers[lang].phonemize([text], separator=separator)[0].strip()
+
+    def decode(
+        self,
+        token_ids,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: Optional[bool] = None,
+        output_char_offsets: bool = False,
+        group_tokens: bool = True,
+        filter_word_delimiter_token: bool = True,
+    ) -> Union[str, Wav2Vec2CTCTokenizerOutput]:
+        """CTC-decode one id sequence into phonemes separated by spaces (the word delimiter dropped
+        unless ``filter_word_delimiter_token=False``); with ``output_char_offsets``, an output with
+        one offset per phoneme."""
+        segments = self._segments(token_ids, skip_special_tokens, group_tokens)
+        if filter_word_delimiter_token and self.word_delimiter_token_id is not None:
+            keep = segments.ids != self.word_delimiter_token_id
+            segments = ctc.Segments(segments.ids[keep], segments.starts[keep], segments.ends[keep])
+        phonemes = [self._token(i) for i in segments.ids.tolist()]
+        text = self._clean_up(" ".join(phonemes).strip(), clean_up_tokenization_spaces)
+        if not output_char_offsets:
+            return text
+        return Wav2Vec2CTCTokenizerOutput(text=text, char_offsets=_char_offsets(phonemes, segments))
+
+    def batch_decode(
+        self,
+        sequences,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: Optional[bool] = None,
+        output_char_offsets: bool = False,
+        group_tokens: bool = True,
+        filter_word_delimiter_token: bool = True,
+    ) -> Union[List[str], Wav2Vec2CTCTokenizerOutput]:
+        """``decode`` each sequence of a batch; with offsets, one output whose fields are lists."""
+        return _batched(self.decode, sequences, dict(
+            skip_special_tokens=skip_special_tokens,
+            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            output_char_offsets=output_char_offsets,
+            group_tokens=group_tokens,
+            filter_word_delimiter_token=filter_word_delimiter_token,
+        ))
+
+    def _config_dict(self) -> Dict[str, Any]:
+        config = super()._config_dict()
+        for unused in ("do_lower_case", "replace_word_delimiter_char"):
+            config.pop(unused)
+        config.update(
+            do_phonemize=self.do_phonemize,
+            phone_delimiter_token=self.phone_delimiter_token,
+            phonemizer_backend=self.phonemizer_backend,
+            phonemizer_lang=self.phonemizer_lang,
+        )
+        return config
 
 
 def _parse_added_tokens(entries: Dict[Any, Any]) -> Dict[int, AtomicToken]:
@@ -549,3 +683,24 @@ def _as_id_list(ids) -> List[int]:
             f"expected a 1-D sequence of integer token ids, got shape {array.shape} and dtype {array.dtype}"
         )
     return array.astype(np.int64).tolist()
+
+
+def _char_offsets(chars: List[str], segments: ctc.Segments) -> List[Dict[str, Any]]:
+    return [
+        {"char": c, "start_offset": int(start), "end_offset": int(end)}
+        for c, start, end in zip(chars, segments.starts, segments.ends)
+    ]
+
+
+def _batched(decode, sequences, options: Dict[str, Any]) -> Union[List[str], Wav2Vec2CTCTokenizerOutput]:
+    """``decode(sequence, **options)`` for each sequence; outputs with offsets become one of lists."""
+    if _framework_of(sequences) is not None or isinstance(sequences, np.ndarray):
+        sequences = to_numpy(sequences)
+    decoded = [decode(seq, **options) for seq in sequences]
+    if not (options.get("output_char_offsets") or options.get("output_word_offsets")):
+        return decoded
+    return Wav2Vec2CTCTokenizerOutput(
+        text=[d.text for d in decoded],
+        char_offsets=[d.char_offsets for d in decoded] if options.get("output_char_offsets") else None,
+        word_offsets=[d.word_offsets for d in decoded] if options.get("output_word_offsets") else None,
+    )

@@ -220,12 +220,16 @@ def write_state_dict(state, directory, format: str = "safetensors", max_shard_si
 
 
 # ------------------------------------------------------------------------------ MMS adapter files
-ADAPTER_FILES = ("adapter.{}.safetensors", "adapter.{}.bin")
+# One file per language, in the format of the checkpoint beside it; looked for in this order. The
+# reference only has the first two; the h5 and msgpack forms are what conversion to TF or Flax writes.
+ADAPTER_FILES = ("adapter.{}.safetensors", "adapter.{}.bin", "adapter.{}.h5", "adapter.{}.msgpack")
+ADAPTER_FORMATS = dict(zip(FORMATS, ADAPTER_FILES))
 
 
 def read_adapter(path_or_repo_id, target_lang: str, **hub_kwargs) -> Dict[str, np.ndarray]:
-    """The per-language adapter weights (``adapter.{target_lang}.safetensors`` or ``.bin``) of an MMS
-    checkpoint: ``wav2vec2.encoder.layers.N.adapter_layer.*`` and ``lm_head.*``."""
+    """The per-language adapter weights of an MMS checkpoint (``adapter.{target_lang}.safetensors``,
+    ``.bin``, ``.h5`` or ``.msgpack``), canonical: ``wav2vec2.encoder.layers.N.adapter_layer.*`` and
+    ``lm_head.*``."""
     for pattern in ADAPTER_FILES:
         found = resolve_file(path_or_repo_id, pattern.format(target_lang), required=False, **hub_kwargs)
         if found is not None:
@@ -236,22 +240,21 @@ def read_adapter(path_or_repo_id, target_lang: str, **hub_kwargs) -> Dict[str, n
 
 def write_adapter(state, directory, target_lang: str, format: str = "safetensors") -> Path:
     """Write the adapter part of a canonical ``ctc`` state (attention adapters and ``lm_head``) as
-    ``adapter.{target_lang}.safetensors`` (or ``.bin`` with format="pytorch"), atomically."""
-    if format not in ("safetensors", "pytorch"):
-        raise ValueError(f"adapter files are safetensors or pytorch, not {format!r}")
+    ``adapter.{target_lang}.<ext>`` in ``format`` (see ``FORMATS``), atomically."""
+    if format not in ADAPTER_FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {sorted(ADAPTER_FORMATS)}")
     adapter = {k: np.asarray(v) for k, v in state.items() if ".adapter_layer." in k or k.startswith("lm_head.")}
     if not any(".adapter_layer." in k for k in adapter):
         raise ValueError("the state has no attention adapter weights (keys with '.adapter_layer.')")
+    if "lm_head.weight" not in adapter:
+        raise ValueError("an adapter brings its language's lm_head; the state has no lm_head.weight")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    filename = ADAPTER_FILES[format == "pytorch"].format(target_lang)
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-adapter-", delete=False) as tmp:
-        pass
+    filename = ADAPTER_FORMATS[format].format(target_lang)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=directory))
     try:
-        writer = safetensors_file.write_safetensors if format == "safetensors" else torch_pickle.write_bin
-        writer(adapter, tmp.name)
-        os.replace(tmp.name, directory / filename)
+        (written,) = _write_files(adapter, tmp, format, max_shard_size=None)  # the format's one weight file
+        os.replace(tmp / written, directory / filename)
     finally:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory / filename

@@ -173,3 +173,83 @@ def from_checkpoint(checkpoint, path) -> Tuple[Wav2Vec2Config, Dict[str, np.ndar
     except ValueError as e:
         raise ValueError(f"{path}: the weights do not fit the checkpoint's own settings: {e}") from None
     return config, state
+
+
+# ------------------------------------------------------------------ preprocessing and vocabulary
+def read_normalize(checkpoint, path) -> bool:
+    """The checkpoint's ``normalize`` setting: whether fairseq fed the model zero-mean, unit-variance
+    waveforms (``task.normalize``; fine-tuned runs repeat it in ``model.normalize`` and keep the
+    pretraining run's in ``model.w2v_args.task``). Absent everywhere means False, fairseq's default."""
+    if checkpoint.get("cfg") is not None:
+        cfg = plain(checkpoint["cfg"])
+        model = cfg.get("model") if isinstance(cfg, dict) else None
+        model = model if isinstance(model, dict) else {}
+        w2v_args = model.get("w2v_args") if isinstance(model.get("w2v_args"), dict) else {}
+        candidates = [
+            ("task.normalize", (cfg.get("task") or {}) if isinstance(cfg, dict) else {}),
+            ("model.normalize", model),
+            ("model.w2v_args.task.normalize", w2v_args.get("task") or {}),
+        ]
+    else:
+        args = plain(checkpoint.get("args"))
+        args = args if isinstance(args, dict) else {}
+        w2v_args = args.get("w2v_args") if isinstance(args.get("w2v_args"), dict) else {}
+        candidates = [("args.normalize", args), ("args.w2v_args.normalize", w2v_args)]
+    for name, settings in candidates:
+        value = settings.get("normalize") if isinstance(settings, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: {name} must be true or false, got {value!r}")
+        return value
+    return False
+
+
+# fairseq's Dictionary puts these first, in this order, before the entries of the file.
+DICTIONARY_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+_OVERWRITE_FLAG = "#fairseq:overwrite"
+
+
+def read_dictionary(path) -> list:
+    """The symbols of a fairseq dictionary file (``dict.ltr.txt``) in id order, as fairseq loads it.
+
+    Each line is ``<token> <count>`` (the token may hold spaces; the count is the last field),
+    optionally followed by ``#fairseq:overwrite``, which gives an already known token a new id.
+    The four special symbols come first. Any other line is an error naming the file and line.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e})") from None
+    symbols = list(DICTIONARY_SPECIALS)
+    for number, line in enumerate(lines, start=1):
+        word, _, count = line.rstrip().rpartition(" ")
+        overwrite = count == _OVERWRITE_FLAG
+        if overwrite:
+            word, _, count = word.rpartition(" ")
+        try:
+            int(count)
+        except ValueError:
+            word = ""
+        if not word:
+            raise ValueError(f"{path}, line {number}: expected '<token> <count> [{_OVERWRITE_FLAG}]', got {line!r}")
+        if word in symbols and not overwrite:
+            raise ValueError(
+                f"{path}, line {number}: {word!r} is already in the dictionary (fairseq needs "
+                f"'{_OVERWRITE_FLAG}' at the end of the line to give it a new id)"
+            )
+        symbols.append(word)
+    return symbols
+
+
+def ctc_vocabulary(symbols) -> Dict[str, int]:
+    """``vocab.json`` for a fine-tuned head trained on a fairseq dictionary's ``symbols``.
+
+    The ids are fairseq's, except that ``<s>`` (0) and ``<pad>`` (1) trade places: fairseq's CTC blank
+    is id 0, and here the blank is the pad token, so id 0 is named ``<pad>``. A symbol listed twice
+    (``#fairseq:overwrite``) keeps its last id, as in fairseq.
+    """
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    vocab["<pad>"], vocab["<s>"] = 0, 1
+    return vocab
