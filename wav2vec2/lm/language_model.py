@@ -71,18 +71,19 @@ def arpa_unigrams(path) -> List[str]:
 
 
 class CharTrie:
-    """A set of words as a character trie held in arrays, to walk many prefixes one label at a time.
+    """A set of words as a character trie in arrays, walked for one prefix or many at once.
 
-    States are ints (0: the empty prefix, -1: no word begins so); ``shortest[state]`` is the length
-    of the shortest word that begins with the state's prefix.
+    A state stands for a prefix of some word (0: the empty prefix; -1: no word begins so, nor with
+    anything longer); ``shortest[state]`` is the length of the shortest word with that prefix.
     """
 
     def __init__(self, words: Iterable[str]):
         words = sorted(set(words) - {""})
         self.codes = {char: code for code, char in enumerate(sorted(set("".join(words))))}
+        self._base = max(len(self.codes), 1)
         parents, codes, shortest = [], [], [min(map(len, words), default=0)]
         path, previous = [0], ""  # the states spelling the previous word
-        for word in words:
+        for word in words:  # sorted, so a word shares its first `common` states with the previous one
             common = 0
             for a, b in zip(previous, word):
                 if a != b:
@@ -97,34 +98,47 @@ class CharTrie:
                 shortest.append(len(word))
                 path.append(len(shortest) - 1)
             previous = word
-        keys = np.array(parents, np.int64) * max(len(self.codes), 1) + np.array(codes, np.int64)
+        keys = np.array(parents, np.int64) * self._base + np.array(codes, np.int64)
         order = np.argsort(keys, kind="stable")
-        self._keys = keys[order]  # (edges,) sorted: parent state * codes + char code
-        self._next = np.arange(1, len(keys) + 1, dtype=np.int64)[order]  # (edges,) the child state
+        self._keys = keys[order]  # (edges,) sorted: parent state * base + char code
+        self._next = np.arange(1, len(keys) + 1, dtype=np.int64)[order]  # (edges,) child state
         self.shortest = np.array(shortest, np.int64)  # (states,)
+        self._seen = {}  # parent state * base + char code -> child state, for ``step``
 
     def label_codes(self, labels: Sequence[str]) -> np.ndarray:
-        """(labels, longest label) char codes of each label: -1 for chars no word has, -2 past its end."""
+        """(labels, longest label) char codes: -1 for chars no word has, -2 past the label's end."""
         codes = np.full((len(labels), max(map(len, labels), default=0) or 1), -2, np.int64)
         for i, label in enumerate(labels):
             codes[i, : len(label)] = [self.codes.get(char, -1) for char in label]
         return codes
 
-    def step(self, states: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """The state after one more char (code) from each state; -1 where no word continues so."""
+    def step(self, state: int, label_codes: Sequence[int]) -> int:
+        """The state after appending one label (its char codes) to the prefix ``state``."""
+        for code in label_codes:
+            if state < 0 or code < 0:
+                return -1
+            key = state * self._base + code
+            found = self._seen.get(key)
+            if found is None:
+                at = int(np.searchsorted(self._keys, key))
+                found = self._seen[key] = int(self._next[at]) if at < len(self._keys) and self._keys[at] == key else -1
+            state = found
+        return state
+
+    def _step(self, states: np.ndarray, codes: np.ndarray) -> np.ndarray:
         if not len(self._keys):
             return np.full(len(states), -1, np.int64)
-        query = states * max(len(self.codes), 1) + codes
+        query = states * self._base + codes
         at = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
-        found = (self._keys[at] == query) & (states >= 0) & (codes >= 0)
-        return np.where(found, self._next[at], -1)
+        return np.where((self._keys[at] == query) & (states >= 0) & (codes >= 0), self._next[at], -1)
 
     def walk(self, states: np.ndarray, label_codes: np.ndarray) -> np.ndarray:
-        """The states after appending one label each (rows of ``label_codes``) to the prefixes ``states``."""
+        """The states after appending one label to each prefix (rows of ``label_codes``)."""
         states = states.copy()
         for k in range(label_codes.shape[1]):
-            going = np.flatnonzero(label_codes[:, k] != -2)
-            states[going] = self.step(states[going], label_codes[going, k])
+            going = np.flatnonzero((label_codes[:, k] != -2) & (states >= 0))
+            if len(going):
+                states[going] = self._step(states[going], label_codes[going, k])
         return states
 
 
@@ -165,13 +179,6 @@ class LanguageModel:
     def __repr__(self):
         weights = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.ATTRIBUTES)
         return f"LanguageModel({os.path.basename(self.path)!r}, {len(self.unigrams)} unigrams, {weights})"
-
-    @property
-    def trie(self) -> CharTrie:
-        """The unigrams' trie (made on first use, then kept)."""
-        if self._trie is None:
-            self._trie = CharTrie(self.unigrams)
-        return self._trie
 
     @property
     def order(self) -> int:
@@ -217,10 +224,24 @@ class LanguageModel:
             log10_p += self.kenlm_model.BaseScore(after, "</s>", self._new_state()) if self.score_boundary else 0.0
         return self.alpha * log10_p * LOG10_TO_LN + self.beta, after
 
-    def prefix_scores(self, lengths: np.ndarray, states: np.ndarray) -> np.ndarray:
-        """Scores of words in progress, given their lengths and trie states: 0 where some unigram
-        begins with one, else the unknown penalty, scaled up past the typical word length."""
-        scores = np.where(states >= 0, 0.0, self.unk_score_offset)
+    @property
+    def trie(self) -> CharTrie:
+        """The unigrams as a trie (made on first use, then kept)."""
+        if self._trie is None:
+            self._trie = CharTrie(self.unigrams)
+        return self._trie
+
+    def prefix_score(self, length: int, begins_a_word: bool) -> float:
+        """The score of a word still being spelled (``length`` characters so far): 0 if some unigram
+        begins with it, else the unknown penalty, scaled up past the typical word length."""
+        score = 0.0 if begins_a_word else self.unk_score_offset
+        if length > TYPICAL_WORD_LENGTH:
+            score = score * length / TYPICAL_WORD_LENGTH
+        return score
+
+    def prefix_scores(self, lengths: np.ndarray, begins_a_word: np.ndarray) -> np.ndarray:
+        """``prefix_score`` of each (length, begins_a_word), with the same arithmetic."""
+        scores = np.where(begins_a_word, 0.0, self.unk_score_offset)
         return np.where(lengths > TYPICAL_WORD_LENGTH, scores * lengths / TYPICAL_WORD_LENGTH, scores)
 
 
@@ -228,17 +249,17 @@ class Hotwords:
     """Words to favour: phrases are split into words, each scored on its own."""
 
     def __init__(self, phrases: Optional[Sequence[str]], weight: float):
-        words = [word for phrase in phrases or () for word in phrase.split()]
-        self.words = frozenset(words)
+        self.words = frozenset(word for phrase in phrases or () for word in phrase.split())
         self.weight = weight
-        self.trie = CharTrie(words)
+        self.trie = CharTrie(self.words)
 
     def __bool__(self):
         return bool(self.words)
 
     def prefix_scores(self, lengths: np.ndarray, states: np.ndarray) -> np.ndarray:
-        """Scores of words in progress that begin some hotword (trie state >= 0), NaN for the others."""
+        """Scores of words in progress (lengths, trie states) that begin some hotword:
+        ``weight * length / length of the shortest such hotword``; NaN where none begins so."""
         scores = np.full(len(states), np.nan)
-        known = np.flatnonzero(states >= 0)
-        scores[known] = self.weight * lengths[known] / self.trie.shortest[states[known]]
+        hot = np.flatnonzero(states > 0)
+        scores[hot] = self.weight * lengths[hot] / self.trie.shortest[states[hot]]
         return scores
