@@ -104,13 +104,17 @@ class CharTrie:
         self._next = np.arange(1, len(keys) + 1, dtype=np.int64)[order]  # (edges,) child state
         self.shortest = np.array(shortest, np.int64)  # (states,)
         self._seen = {}  # parent state * base + char code -> child state, for ``step``
+        self._label_codes = {}  # labels -> label_codes(labels)
 
     def label_codes(self, labels: Sequence[str]) -> np.ndarray:
         """(labels, longest label) char codes: -1 for chars no word has, -2 past the label's end."""
-        codes = np.full((len(labels), max(map(len, labels), default=0) or 1), -2, np.int64)
-        for i, label in enumerate(labels):
-            codes[i, : len(label)] = [self.codes.get(char, -1) for char in label]
-        return codes
+        labels = tuple(labels)
+        if labels not in self._label_codes:
+            codes = np.full((len(labels), max(map(len, labels), default=0) or 1), -2, np.int64)
+            for i, label in enumerate(labels):
+                codes[i, : len(label)] = [self.codes.get(char, -1) for char in label]
+            self._label_codes[labels] = codes
+        return self._label_codes[labels]
 
     def step(self, state: int, label_codes: Sequence[int]) -> int:
         """The state after appending one label (its char codes) to the prefix ``state``."""
@@ -172,9 +176,10 @@ class LanguageModel:
     @classmethod
     def from_file(cls, path, unigrams: Optional[Iterable[str]] = None, **attributes) -> "LanguageModel":
         """Load a KenLM file; an .arpa file gives its own unigrams when none are passed."""
+        kenlm_model = load_kenlm_model(path)
         if unigrams is None and os.fspath(path).endswith(".arpa"):
             unigrams = arpa_unigrams(path)
-        return cls(load_kenlm_model(path), path, unigrams, **attributes)
+        return cls(kenlm_model, path, unigrams, **attributes)
 
     def __repr__(self):
         weights = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.ATTRIBUTES)

@@ -57,14 +57,14 @@ class _Column:
 
     def __init__(self, dtype, first):
         self.values = list(first)
-        self._array = np.empty(1024, dtype)
+        self._array = np.empty(0, dtype)
         self._synced = 0
 
     def array(self) -> np.ndarray:
         size = len(self.values)
         if size > self._synced:
             if size > len(self._array):
-                grown = np.empty(max(size, 2 * len(self._array)), self._array.dtype)
+                grown = np.empty(max(size, 2 * len(self._array), 1024), self._array.dtype)
                 grown[: self._synced] = self._array[: self._synced]
                 self._array = grown
             self._array[self._synced:size] = self.values[self._synced:size]
@@ -330,14 +330,18 @@ class _Frames:
         self.lengths = [len(lp) for lp in log_probs]
         self.first_row = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         rows = np.concatenate(log_probs)  # (total frames, labels)
-        best = rows.argmax(axis=1).tolist()
+        best = rows.argmax(axis=1)
         frames, labels = np.nonzero(rows >= token_min_logp)
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(frames, minlength=len(rows)))]).tolist()
-        labels = labels.tolist()
-        offered = [list(set(labels[bounds[r]:bounds[r + 1]]) | {top}) for r, top in enumerate(best)]
-        self.count = np.array([len(o) for o in offered], np.int64)  # (total frames,)
+        above = np.bincount(frames, minlength=len(rows))
+        # A frame with one label above the threshold offers its best only; others need the set's order.
+        self.count = np.maximum(above, 1)  # (total frames,)
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)  # (total frames,)
-        self.labels = np.fromiter(itertools.chain.from_iterable(offered), np.int64, int(self.count.sum()))
+        self.labels = np.repeat(best, self.count)
+        bounds = np.concatenate([[0], np.cumsum(above)]).tolist()
+        labels = labels.tolist()
+        for row, top in zip(np.flatnonzero(above > 1).tolist(), best[above > 1].tolist()):
+            start = int(self.start[row])
+            self.labels[start:start + above[row]] = list(set(labels[bounds[row]:bounds[row + 1]]) | {top})
         self.values = rows[np.repeat(np.arange(len(rows)), self.count), self.labels]  # same dtype
         # For the Python steps: plain floats for float64 (the same arithmetic), else scalars of the dtype.
         self.label_list = self.labels.tolist()
@@ -354,19 +358,29 @@ def search(log_probs: List[np.ndarray], prefixes: Prefixes, settings: Settings, 
     """The beams of each utterance, best first: (text, word frames, acoustic score, total score)."""
     frames = _Frames(log_probs, token_min_logp)
     dtype = frames.values.dtype
+    first_row, count = frames.first_row.tolist(), frames.count_list
     word_frames = WordFrames()
     beams = [[_START] for _ in log_probs]
     results = [None] * len(log_probs)
+    ending = {}  # frame -> the utterances that end there
+    for u, length in enumerate(frames.lengths):
+        ending.setdefault(length, []).append(u)
     active = list(range(len(log_probs)))
     for frame in range(max(frames.lengths, default=0) + 1):
-        for u in active:
-            if frames.lengths[u] == frame:
+        if frame in ending:
+            for u in ending[frame]:
                 results[u] = finish(beams[u], prefixes, word_frames, settings)
-        active = [u for u in active if frames.lengths[u] > frame]
-        if not active:
-            break
-        rows = [frames.first_row[u] + frame for u in active]
-        pairs = sum(len(beams[u]) * frames.count_list[r] for u, r in zip(active, rows))
+            active = [u for u in active if frames.lengths[u] > frame]
+            if not active:
+                break
+        if len(active) == 1:
+            u = active[0]
+            row = first_row[u] + frame
+            if len(beams[u]) * count[row] < NUMPY_MIN_PAIRS:
+                beams[u] = _step_one(frame, beams[u], *frames.offered(row), prefixes, word_frames, settings)
+                continue
+        rows = [first_row[u] + frame for u in active]
+        pairs = sum(len(beams[u]) * count[r] for u, r in zip(active, rows))
         if pairs >= NUMPY_MIN_PAIRS:
             stepped = _step_together(frame, [beams[u] for u in active], np.array(rows), frames, dtype,
                                      prefixes, word_frames, settings)
