@@ -90,7 +90,11 @@ class Prefixes:
         self.prune_history = prune_history
         self.history_words = max(1, language_model.order - 1)  # the words that still change LM scores
         self.label_lengths = np.array([len(label) for label in labels], np.int64)
-        self.unigram_codes = language_model.trie.label_codes(labels)  # (labels, longest)
+        self.label_length_list = self.label_lengths.tolist()
+        self.unigram_trie = language_model.trie
+        self._hotword_shortest = hotwords.trie.shortest.tolist()
+        self._extensions = {}  # part * num_labels + label -> _extended(part, label)
+        self.unigram_codes = self.unigram_trie.label_codes(labels)  # (labels, longest)
         self.hotword_codes = hotwords.trie.label_codes(labels)
         self._unigram_code_lists = [[c for c in row if c != -2] for row in self.unigram_codes.tolist()]
         self._hotword_code_lists = [[c for c in row if c != -2] for row in self.hotword_codes.tolist()]
@@ -115,6 +119,7 @@ class Prefixes:
         # nodes
         self.node_ids = {0: 0}  # text * _PAIR + part -> node
         self.node_children = {}  # node * num_labels + label -> node
+        self.known_child_scores = {}  # node * num_labels + label -> the score of that child, made or not
         self.node_texts = _Column(np.int64, [0])
         self.node_parts = _Column(np.int64, [0])
         self.node_scores = _Column(np.float64, [0.0])
@@ -127,6 +132,21 @@ class Prefixes:
         return len(self.node_texts.values)
 
     # ------------------------------------------------------------- one at a time
+    def _extended(self, part: int, label: int):
+        """(length, unigram trie state, hotword trie state, score) of ``part`` with ``label`` appended."""
+        key = part * self.num_labels + label
+        found = self._extensions.get(key)
+        if found is None:
+            length = self.part_lengths.values[part] + self.label_length_list[label]
+            unigram_state = self.unigram_trie.step(self.part_unigram_states.values[part], self._unigram_code_lists[label])
+            hotword_state = self.hotwords.trie.step(self.part_hotword_states.values[part], self._hotword_code_lists[label])
+            if hotword_state > 0:
+                score = self.hotwords.weight * length / self._hotword_shortest[hotword_state]
+            else:
+                score = self.lm.prefix_score(length, unigram_state >= 0)
+            found = self._extensions[key] = (length, unigram_state, hotword_state, score)
+        return found
+
     def part_after(self, part: int, label: int) -> int:
         key = part * self.num_labels + label
         found = self.part_children.get(key)
@@ -137,13 +157,7 @@ class Prefixes:
         if found is None:  # a new string (another spelling of a known one gets its id)
             found = self.part_ids[string] = len(self.parts)
             self.parts.append(string)
-            length = self.part_lengths.values[part] + int(self.label_lengths[label])
-            unigram_state = self.lm.trie.step(self.part_unigram_states.values[part], self._unigram_code_lists[label])
-            hotword_state = self.hotwords.trie.step(self.part_hotword_states.values[part], self._hotword_code_lists[label])
-            if hotword_state > 0:
-                score = self.hotwords.weight * length / int(self.hotwords.trie.shortest[hotword_state])
-            else:
-                score = self.lm.prefix_score(length, unigram_state >= 0)
+            length, unigram_state, hotword_state, score = self._extended(part, label)
             self.part_lengths.values.append(length)
             self.part_unigram_states.values.append(unigram_state)
             self.part_hotword_states.values.append(hotword_state)
@@ -213,7 +227,7 @@ class Prefixes:
         text, part = self.node_texts.values[node], self.node_parts.values[node]
         if label == self.space:
             return self.text_scores.values[self.text_after(text, part)]
-        return self.text_scores.values[text] + self.part_scores.values[self.part_after(part, label)]
+        return self.text_scores.values[text] + self._extended(part, label)[3]
 
     # ------------------------------------------------------------- many at once
     def children_of(self, nodes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -238,7 +252,7 @@ class Prefixes:
     def _extension_scores(self, parts: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The scores of parts with one label appended, without making them."""
         lengths = self.part_lengths.array()[parts] + self.label_lengths[labels]
-        unigram_states = self.lm.trie.walk(self.part_unigram_states.array()[parts], self.unigram_codes[labels])
+        unigram_states = self.unigram_trie.walk(self.part_unigram_states.array()[parts], self.unigram_codes[labels])
         scores = self.lm.prefix_scores(lengths, unigram_states >= 0)
         if self.hotwords:
             hotword_states = self.hotwords.trie.walk(self.part_hotword_states.array()[parts], self.hotword_codes[labels])
@@ -394,32 +408,34 @@ def search(log_probs: List[np.ndarray], prefixes: Prefixes, settings: Settings, 
 
 def _step_one(frame, beams, labels, values, prefixes, word_frames, settings):
     """One frame of one utterance: extend every beam by every offered label, merge, score, prune."""
-    num_labels, space, blank = prefixes.num_labels, prefixes.space, settings.blank
+    num_labels, space, blank, canonical = prefixes.num_labels, prefixes.space, settings.blank, settings.canonical
     if len(beams) == 1 and len(labels) == 1:  # one way on: nothing to merge, rank or prune
-        return [_extend(frame, beams[0], beams[0][2] + values[0], settings.canonical[labels[0]],
-                        None, prefixes, word_frames, blank, space)]
+        return [_extend(frame, beams[0], beams[0][2] + values[0], canonical[labels[0]], prefixes, word_frames, blank, space)]
     children, node_parts, node_scores = prefixes.node_children, prefixes.node_parts.values, prefixes.node_scores.values
+    child_scores = prefixes.known_child_scores
     # Targets from here on are children not made yet: virtual + node * num_labels + label.
     virtual = prefixes.num_nodes if settings.unique_spellings else None
     merged = {}  # (target, label) key -> [acoustic score, leading beam, target, target score, label]
+    get = merged.get
     for label, p in zip(labels, values):
-        label = settings.canonical[label]
+        label = canonical[label]
         for i, (node, last, score, _, _, _) in enumerate(beams):
             if label == blank or label == last or (label == space and not node_parts[node]):
-                target = node
-                origin = None
+                target, origin = node, None
             else:
                 origin = node * num_labels + label
                 target = children.get(origin)
                 if target is None:
                     target = prefixes.child(node, label) if virtual is None else virtual + origin
             key = target * num_labels + label
-            entry = merged.get(key)
+            entry = get(key)
             if entry is None:
                 if origin is None or virtual is None or target < virtual:
                     target_score = node_scores[target]
                 else:
-                    target_score = prefixes.child_score(node, label)
+                    target_score = child_scores.get(origin)
+                    if target_score is None:
+                        target_score = child_scores[origin] = prefixes.child_score(node, label)
                 merged[key] = [score + p, i, target, target_score, label]
             else:  # the reference keeps the merged beam's place and the last pair's word frames
                 entry[0] = log_add(entry[0], score + p)
@@ -427,14 +443,22 @@ def _step_one(frame, beams, labels, values, prefixes, word_frames, settings):
     entries = list(merged.values())
     ranked = [entry[0] + entry[3] for entry in entries]
     threshold = max(ranked) + settings.beam_prune_logp
-    kept = [j for j, total in enumerate(ranked) if total >= threshold]
-    kept = sorted(kept, key=ranked.__getitem__, reverse=True)[: settings.beam_width]
+    kept = sorted([j for j, total in enumerate(ranked) if total >= threshold], key=ranked.__getitem__, reverse=True)
     survivors, histories = [], set()
-    for j in kept:
+    for j in kept[: settings.beam_width]:
         score, i, target, _, label = entries[j]
-        if virtual is not None and target >= virtual:
-            target = None
-        beam = _extend(frame, beams[i], score, label, target, prefixes, word_frames, blank, space)
+        node, last, _, words, start, end = beams[i]
+        if label == blank:
+            beam = (node, label, score, words, start, end)
+        elif label == last:
+            beam = (node, label, score, words, start, frame + 1)
+        else:
+            if virtual is not None and target >= virtual:
+                target = prefixes.child(node, label)
+            if label != space:
+                beam = (target, label, score, words, frame if start < 0 else start, frame + 1)
+            else:
+                beam = (target, label, score, word_frames.push(words, start, end) if node_parts[node] else words, -1, -1)
         if settings.prune_history:
             history = (prefixes.node_histories.values[beam[0]], label)
             if history in histories:
@@ -444,15 +468,14 @@ def _step_one(frame, beams, labels, values, prefixes, word_frames, settings):
     return survivors
 
 
-def _extend(frame, beam, score, label, target, prefixes, word_frames, blank, space):
-    """The beam that ``label`` makes of ``beam`` (at node ``target``, made here when None)."""
+def _extend(frame, beam, score, label, prefixes, word_frames, blank, space):
+    """The beam that ``label`` makes of ``beam`` on its own."""
     node, last, _, words, start, end = beam
     if label == blank:
         return (node, label, score, words, start, end)
     if label == last:
         return (node, label, score, words, start, frame + 1)
-    if target is None:
-        target = prefixes.child(node, label)
+    target = prefixes.child(node, label)
     if label == space:
         if prefixes.node_parts.values[node]:
             words = word_frames.push(words, start, end)
