@@ -193,7 +193,7 @@ def test_trie_knows_the_prefixes_of_its_words():
     words = {"".join(rng.choice(list("abcd"), size=rng.integers(1, 6))) for _ in range(60)}
     trie = CharTrie(words)
     labels = ["a", "b", "c", "d", "x", "ab", "ca"]
-    codes = trie.label_codes(labels)
+    codes, _ = trie.label_codes(labels)
     prefixes, states = [""], np.array([0])
     for _ in range(3):  # every prefix extended by every label, three times
         parents = np.repeat(states, len(labels))
@@ -215,7 +215,7 @@ def test_hotword_prefix_scores_as_the_reference():
     phrases = ["deadhead", "bead", "be fade", "cafe bee"]
     ours, reference = Hotwords(phrases, 7.0), HotwordScorer.build_scorer(phrases, weight=7.0)
     prefixes = ["b", "be", "bea", "bead", "beads", "d", "dead", "f", "fade", "x", "c", "cafe"]
-    states = ours.trie.walk(np.zeros(len(prefixes), np.int64), ours.trie.label_codes(prefixes))
+    states = ours.trie.walk(np.zeros(len(prefixes), np.int64), ours.trie.label_codes(prefixes)[0])
     scores = ours.prefix_scores(np.array([len(p) for p in prefixes]), states)
     for prefix, score in zip(prefixes, scores.tolist()):
         expected = reference.score_partial_token(prefix) if prefix in reference else None

@@ -106,14 +106,17 @@ class CharTrie:
         self._seen = {}  # parent state * base + char code -> child state, for ``step``
         self._label_codes = {}  # labels -> label_codes(labels)
 
-    def label_codes(self, labels: Sequence[str]) -> np.ndarray:
-        """(labels, longest label) char codes: -1 for chars no word has, -2 past the label's end."""
+    def label_codes(self, labels: Sequence[str]):
+        """The char codes of each label: as a (labels, longest label) array, -2 past a label's end,
+        and as lists. A label holding a char no word has is the single code -1."""
         labels = tuple(labels)
         if labels not in self._label_codes:
-            codes = np.full((len(labels), max(map(len, labels), default=0) or 1), -2, np.int64)
-            for i, label in enumerate(labels):
-                codes[i, : len(label)] = [self.codes.get(char, -1) for char in label]
-            self._label_codes[labels] = codes
+            rows = [[self.codes.get(char, -1) for char in label] for label in labels]
+            rows = [[-1] if -1 in row else row for row in rows]  # it leads nowhere at once
+            codes = np.full((len(labels), max(map(len, rows), default=0) or 1), -2, np.int64)
+            for i, row in enumerate(rows):
+                codes[i, : len(row)] = row
+            self._label_codes[labels] = codes, rows
         return self._label_codes[labels]
 
     def step(self, state: int, label_codes: Sequence[int]) -> int:

@@ -92,12 +92,11 @@ class Prefixes:
         self.label_lengths = np.array([len(label) for label in labels], np.int64)
         self.label_length_list = self.label_lengths.tolist()
         self.unigram_trie = language_model.trie
-        self._hotword_shortest = hotwords.trie.shortest.tolist()
-        self._extensions = {}  # part * num_labels + label -> _extended(part, label)
-        self.unigram_codes = self.unigram_trie.label_codes(labels)  # (labels, longest)
-        self.hotword_codes = hotwords.trie.label_codes(labels)
-        self._unigram_code_lists = [[c for c in row if c != -2] for row in self.unigram_codes.tolist()]
-        self._hotword_code_lists = [[c for c in row if c != -2] for row in self.hotword_codes.tolist()]
+        self.extensions = {}  # part * num_labels + label -> extended(part, label)
+        self.unigram_codes, self._unigram_code_lists = self.unigram_trie.label_codes(labels)  # (labels, longest)
+        if hotwords:
+            self.hotword_codes, self._hotword_code_lists = hotwords.trie.label_codes(labels)
+            self._hotword_shortest = hotwords.trie.shortest.tolist()
         # parts: string, length, states in the unigram and hotword tries (-1: nothing begins so), score
         self.parts = [""]
         self.part_ids = {"": 0}
@@ -119,7 +118,6 @@ class Prefixes:
         # nodes
         self.node_ids = {0: 0}  # text * _PAIR + part -> node
         self.node_children = {}  # node * num_labels + label -> node
-        self.known_child_scores = {}  # node * num_labels + label -> the score of that child, made or not
         self.node_texts = _Column(np.int64, [0])
         self.node_parts = _Column(np.int64, [0])
         self.node_scores = _Column(np.float64, [0.0])
@@ -132,19 +130,21 @@ class Prefixes:
         return len(self.node_texts.values)
 
     # ------------------------------------------------------------- one at a time
-    def _extended(self, part: int, label: int):
+    def extended(self, part: int, label: int):
         """(length, unigram trie state, hotword trie state, score) of ``part`` with ``label`` appended."""
         key = part * self.num_labels + label
-        found = self._extensions.get(key)
+        found = self.extensions.get(key)
         if found is None:
             length = self.part_lengths.values[part] + self.label_length_list[label]
             unigram_state = self.unigram_trie.step(self.part_unigram_states.values[part], self._unigram_code_lists[label])
-            hotword_state = self.hotwords.trie.step(self.part_hotword_states.values[part], self._hotword_code_lists[label])
+            hotword_state = -1
+            if self.hotwords:
+                hotword_state = self.hotwords.trie.step(self.part_hotword_states.values[part], self._hotword_code_lists[label])
             if hotword_state > 0:
                 score = self.hotwords.weight * length / self._hotword_shortest[hotword_state]
             else:
                 score = self.lm.prefix_score(length, unigram_state >= 0)
-            found = self._extensions[key] = (length, unigram_state, hotword_state, score)
+            found = self.extensions[key] = (length, unigram_state, hotword_state, score)
         return found
 
     def part_after(self, part: int, label: int) -> int:
@@ -157,7 +157,7 @@ class Prefixes:
         if found is None:  # a new string (another spelling of a known one gets its id)
             found = self.part_ids[string] = len(self.parts)
             self.parts.append(string)
-            length, unigram_state, hotword_state, score = self._extended(part, label)
+            length, unigram_state, hotword_state, score = self.extended(part, label)
             self.part_lengths.values.append(length)
             self.part_unigram_states.values.append(unigram_state)
             self.part_hotword_states.values.append(hotword_state)
@@ -227,13 +227,56 @@ class Prefixes:
         text, part = self.node_texts.values[node], self.node_parts.values[node]
         if label == self.space:
             return self.text_scores.values[self.text_after(text, part)]
-        return self.text_scores.values[text] + self._extended(part, label)[3]
+        return self.text_scores.values[text] + self.extended(part, label)[3]
 
     # ------------------------------------------------------------- many at once
     def children_of(self, nodes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        found = _lookup(self.node_children, nodes * self.num_labels + labels)
-        for i in np.flatnonzero(found < 0).tolist():
-            found[i] = self.child(int(nodes[i]), int(labels[i]))
+        """``child`` of each (node, label)."""
+        keys = nodes * self.num_labels + labels
+        found = _lookup(self.node_children, keys)
+        missing = np.flatnonzero(found < 0)
+        if len(missing) < 32:  # too few to pay for the array work
+            for i in missing.tolist():
+                found[i] = self.child(int(nodes[i]), int(labels[i]))
+            return found
+        new_keys, inverse = np.unique(keys[missing], return_inverse=True)
+        parent, label = np.divmod(new_keys, self.num_labels)
+        texts, parts = self.node_texts.array()[parent], self.node_parts.array()[parent]
+        child = parent.copy()  # a space after a finished word stays where it is
+        letters = np.flatnonzero(label != self.space)
+        if len(letters):
+            new_parts = self._many(self.part_children, self.part_after, parts[letters], label[letters], self.num_labels)
+            child[letters] = self._nodes(texts[letters], new_parts, new_keys[letters])
+        words = np.flatnonzero((label == self.space) & (parts != 0))
+        if len(words):
+            new_texts = self._many(self.text_children, self.text_after, texts[words], parts[words], _PAIR)
+            child[words] = self._nodes(new_texts, np.zeros(len(words), np.int64), new_keys[words])
+        self.node_children.update(zip(new_keys.tolist(), child.tolist()))
+        found[missing] = child[inverse]
+        return found
+
+    def _nodes(self, texts: np.ndarray, parts: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """``_node`` of each (text, part), new ones made together."""
+        keys = texts * _PAIR + parts
+        found = _lookup(self.node_ids, keys)
+        missing = np.flatnonzero(found < 0)
+        if not len(missing):
+            return found
+        new_keys, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
+        new_ids = np.arange(self.num_nodes, self.num_nodes + len(new_keys))
+        self.node_ids.update(zip(new_keys.tolist(), new_ids.tolist()))
+        new_texts, new_parts = np.divmod(new_keys, _PAIR)
+        text_scores = self.text_scores.array()[new_texts]
+        scores = np.where(new_parts != 0, text_scores + self.part_scores.array()[new_parts], text_scores)
+        self.node_texts.values.extend(new_texts.tolist())
+        self.node_parts.values.extend(new_parts.tolist())
+        self.node_scores.values.extend(scores.tolist())
+        self.node_origins.values.extend(origins[missing[first]].tolist())
+        if self.prune_history:
+            for text, part in zip(new_texts.tolist(), new_parts.tolist()):
+                history = self.text_histories[text] * _PAIR + part
+                self.node_histories.values.append(self.node_history_ids.setdefault(history, len(self.node_history_ids)))
+        found[missing] = new_ids[inverse]
         return found
 
     def child_scores(self, nodes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -412,7 +455,7 @@ def _step_one(frame, beams, labels, values, prefixes, word_frames, settings):
     if len(beams) == 1 and len(labels) == 1:  # one way on: nothing to merge, rank or prune
         return [_extend(frame, beams[0], beams[0][2] + values[0], canonical[labels[0]], prefixes, word_frames, blank, space)]
     children, node_parts, node_scores = prefixes.node_children, prefixes.node_parts.values, prefixes.node_scores.values
-    child_scores = prefixes.known_child_scores
+    node_texts, text_scores, extensions = prefixes.node_texts.values, prefixes.text_scores.values, prefixes.extensions
     # Targets from here on are children not made yet: virtual + node * num_labels + label.
     virtual = prefixes.num_nodes if settings.unique_spellings else None
     merged = {}  # (target, label) key -> [acoustic score, leading beam, target, target score, label]
@@ -432,10 +475,12 @@ def _step_one(frame, beams, labels, values, prefixes, word_frames, settings):
             if entry is None:
                 if origin is None or virtual is None or target < virtual:
                     target_score = node_scores[target]
-                else:
-                    target_score = child_scores.get(origin)
-                    if target_score is None:
-                        target_score = child_scores[origin] = prefixes.child_score(node, label)
+                elif label == space:
+                    target_score = prefixes.child_score(node, label)
+                else:  # child_score, inline: most pairs that move are letters to children not made
+                    part = node_parts[node]
+                    extension = extensions.get(part * num_labels + label) or prefixes.extended(part, label)
+                    target_score = text_scores[node_texts[node]] + extension[3]
                 merged[key] = [score + p, i, target, target_score, label]
             else:  # the reference keeps the merged beam's place and the last pair's word frames
                 entry[0] = log_add(entry[0], score + p)
