@@ -1,5 +1,6 @@
-"""Wav2Vec2ProcessorWithLM against the reference (transformers.Wav2Vec2ProcessorWithLM) on the
-same logits and the same tiny KenLM model, written here as ARPA text."""
+"""Wav2Vec2ProcessorWithLM against the reference (transformers.Wav2Vec2ProcessorWithLM over
+pyctcdecode) on the same logits and the same tiny KenLM model, written here as ARPA text. The
+decoder itself is compared with pyctcdecode over its options in test_lm_decoder.py."""
 import json
 import multiprocessing
 import os
@@ -145,6 +146,24 @@ def test_decode_options_match_reference(ours, reference):
         assert_same_output(out, reference_batch_decode(reference, batch, output_word_offsets=True, n_best=n_best, **options))
 
 
+def test_logits_keep_their_dtype_and_padding_rows_go_as_in_the_reference(ours, reference):
+    """float64 logits are not rounded to float32 first; a frame holding -100 anywhere is padding."""
+    batch = padded_batch(np.random.default_rng(8)).astype(np.float64)
+    batch[0, 2, 5] = -100.0
+    out = ours.batch_decode(batch, output_word_offsets=True)
+    assert_same_output(out, reference_batch_decode(reference, batch, output_word_offsets=True))
+    assert_same_output(ours.decode(batch[1], n_best=2), reference.decode(batch[1], n_best=2), with_offsets=False)
+
+
+def test_thread_pool_decodes_as_in_process(ours):
+    from multiprocessing.pool import ThreadPool
+
+    logits = padded_batch(np.random.default_rng(4))
+    with ThreadPool(2) as pool:
+        assert_same_output(ours.batch_decode(logits, pool=pool, output_word_offsets=True),
+                           ours.batch_decode(logits, output_word_offsets=True))
+
+
 def test_lm_weights_change_the_result_like_the_reference(ours, reference):
     logits = padded_batch(np.random.default_rng(3))
     try:
@@ -231,3 +250,7 @@ def test_bad_input_is_a_clear_error(ours, files, tmp_path):
     short = Wav2Vec2CTCTokenizer(vocab={k: v for k, v in VOCAB.items() if k != "h"} | {"x": 12})
     with pytest.raises(ValueError, match="alphabet"):
         Wav2Vec2ProcessorWithLM(ours.feature_extractor, short, ours.decoder)
+    with pytest.raises(ValueError, match="BeamSearchDecoder"):  # e.g. a pyctcdecode decoder
+        Wav2Vec2ProcessorWithLM(ours.feature_extractor, ours.tokenizer, object())
+    with pytest.raises(ValueError, match="score_boundary"):
+        ours.decode(np.zeros((5, len(VOCAB)), np.float32), lm_score_boundary="yes")

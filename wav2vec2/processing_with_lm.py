@@ -1,13 +1,16 @@
 """Wav2Vec2ProcessorWithLM: a Wav2Vec2Processor whose decoding is a beam search with a KenLM model.
 
-The beam search is pyctcdecode's (``BeamSearchDecoderCTC``), as in the reference, and the files are
-the reference's: next to the processor's own, ``alphabet.json`` and a ``language_model/`` directory
-holding ``attrs.json``, the KenLM model and ``unigrams.txt``. Directories written by either library
-load in the other. Framework-free: logits come in as NumPy arrays (or anything ``np.asarray`` reads).
+The beam search is ``wav2vec2.lm``'s, with the semantics of the reference's (pyctcdecode's
+``BeamSearchDecoderCTC``): the same logits and language model give the same texts, word offsets
+and scores. The files are the reference's: next to the processor's own, ``alphabet.json`` and a
+``language_model/`` directory holding ``attrs.json``, ``unigrams.txt`` and the KenLM model.
+Directories written by either library load in the other. Framework-free: logits come in as NumPy
+arrays (or anything ``np.asarray`` reads).
 
-Batches decode in the calling process unless a ``multiprocessing`` pool is passed
-(``batch_decode(logits, pool=pool)``) or ``num_processes`` asks for one; that pool is then made
-once, kept by the processor and reused (``close()`` ends it), never made anew per call.
+``batch_decode`` decodes the batch in the calling process, all utterances together, unless a pool
+is passed (a fork-context ``multiprocessing`` pool, a thread pool or a ``concurrent.futures``
+executor) or ``num_processes`` asks for one; that pool is then made once, kept by the processor and
+reused (``close()`` ends it), never made anew per call.
 """
 from __future__ import annotations
 
@@ -19,10 +22,13 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from .feature_extraction import Wav2Vec2FeatureExtractor
+from .lm import BeamSearchDecoder, LanguageModel, build_alphabet, load_decoder, save_decoder
+from .lm import decoder as lm_decoder
+from .lm.alphabet import alphabet_label
 from .processing import Wav2Vec2Processor
 from .tokenization import Wav2Vec2CTCTokenizer
 
-# The padding marker of batch_decode's input: frames whose every logit is this are not decoded.
+# The padding marker of batch_decode's input: frames holding it are not decoded (as in the reference).
 PADDING_LOGIT = -100.0
 
 
@@ -53,24 +59,19 @@ def decoder_labels(tokenizer: Wav2Vec2CTCTokenizer, lowercase: bool = False) -> 
     return [label.lower() for label in labels] if lowercase else labels
 
 
-def missing_alphabet_tokens(decoder, tokenizer: Wav2Vec2CTCTokenizer) -> set:
-    """Tokens of the tokenizer that the decoder's alphabet lacks (after pyctcdecode's renaming of
+def missing_alphabet_tokens(decoder: BeamSearchDecoder, tokenizer: Wav2Vec2CTCTokenizer) -> set:
+    """Tokens of the tokenizer that the decoder's alphabet lacks (after the alphabet's renaming of
     the blank to "", the word delimiter to " " and the unknown token to "⁇")."""
-    from pyctcdecode.alphabet import BLANK_TOKEN_PTN, UNK_TOKEN, UNK_TOKEN_PTN
-
-    def as_label(token):
-        if BLANK_TOKEN_PTN.match(token):
-            return ""
-        if token == tokenizer.word_delimiter_token:
-            return " "
-        if UNK_TOKEN_PTN.match(token):
-            return UNK_TOKEN
-        return token
-
-    return {as_label(token) for token in tokenizer.get_vocab()} - set(decoder._alphabet.labels)
+    labels = {alphabet_label(token, tokenizer.word_delimiter_token) for token in tokenizer.get_vocab()}
+    return labels - set(decoder.labels)
 
 
 def _check_decoder(decoder, tokenizer) -> None:
+    if not isinstance(decoder, BeamSearchDecoder):
+        raise ValueError(
+            f"decoder must be a wav2vec2.lm.BeamSearchDecoder, got {type(decoder).__name__}; "
+            f"build one with Wav2Vec2ProcessorWithLM.from_kenlm"
+        )
     missing = missing_alphabet_tokens(decoder, tokenizer)
     if missing:
         raise ValueError(
@@ -80,7 +81,7 @@ def _check_decoder(decoder, tokenizer) -> None:
 
 
 class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
-    """Feature extractor + tokenizer + beam search decoder (pyctcdecode ``BeamSearchDecoderCTC``)."""
+    """Feature extractor + tokenizer + beam search decoder (``wav2vec2.lm.BeamSearchDecoder``)."""
 
     def __init__(self, feature_extractor: Wav2Vec2FeatureExtractor, tokenizer: Wav2Vec2CTCTokenizer, decoder):
         super().__init__(feature_extractor, tokenizer)
@@ -99,59 +100,51 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         unigrams: Optional[Sequence[str]] = None,
         alpha: Optional[float] = None,
         beta: Optional[float] = None,
+        unk_score_offset: Optional[float] = None,
+        lm_score_boundary: Optional[bool] = None,
         lowercase_labels: bool = False,
     ) -> "Wav2Vec2ProcessorWithLM":
         """Build the decoder from a KenLM model file (.arpa or binary) and the tokenizer's vocabulary.
 
-        unigrams: the LM's words (read from an .arpa file when not given). lowercase_labels: use
-        lowercase labels, for a lowercase LM and an uppercase vocabulary.
+        unigrams: the LM's words (read from an .arpa file when not given; a binary file without
+        them scores every word in progress as unknown). lowercase_labels: use lowercase labels, for
+        a lowercase LM and an uppercase vocabulary. Unset weights take the reference's defaults.
         """
-        from pyctcdecode import build_ctcdecoder
-
-        path = os.fspath(kenlm_model_path)
-        if not os.path.isfile(path):
-            raise ValueError(f"{path}: no such KenLM model file")
-        labels = decoder_labels(tokenizer, lowercase_labels)
-        weights = {k: float(v) for k, v in dict(alpha=alpha, beta=beta).items() if v is not None}
-        try:
-            decoder = build_ctcdecoder(labels, kenlm_model_path=path, unigrams=unigrams, **weights)
-        except (OSError, RuntimeError) as e:  # kenlm reports a bad file as OSError / RuntimeError
-            raise ValueError(f"{path}: cannot load the KenLM model ({e})") from None
-        return cls(feature_extractor, tokenizer, decoder)
+        labels = build_alphabet(decoder_labels(tokenizer, lowercase_labels))
+        language_model = LanguageModel.from_file(kenlm_model_path, unigrams)
+        language_model.set_attributes(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset,
+                                      score_boundary=lm_score_boundary)
+        return cls(feature_extractor, tokenizer, BeamSearchDecoder(labels, language_model))
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, **kwargs) -> "Wav2Vec2ProcessorWithLM":
         """Load the processor files and ``alphabet.json`` + ``language_model/`` from a directory or hub repo.
 
-        alpha, beta, unk_score_offset and score_boundary, when given, override the saved LM attributes.
+        alpha, beta, unk_score_offset and score_boundary, when given, override the saved LM
+        attributes; unigram_encoding is that of ``unigrams.txt`` (utf-8).
         """
-        from pyctcdecode import BeamSearchDecoderCTC
-
-        lm_overrides = {k: kwargs.pop(k) for k in ("alpha", "beta", "unk_score_offset", "score_boundary") if k in kwargs}
+        lm_overrides = {k: kwargs.pop(k) for k in LanguageModel.ATTRIBUTES if k in kwargs}
         unigram_encoding = kwargs.pop("unigram_encoding", "utf-8")
         processor = Wav2Vec2Processor.from_pretrained(path_or_repo_id, **kwargs)
         directory = os.fspath(path_or_repo_id)
         if not os.path.isdir(directory):
             directory = _download_decoder_files(directory, {k: v for k, v in kwargs.items() if k in _SNAPSHOT_KWARGS})
         try:
-            decoder = BeamSearchDecoderCTC.load_from_dir(directory, unigram_encoding)
+            decoder = load_decoder(directory, unigram_encoding)
         except ValueError as e:
             raise ValueError(f"{path_or_repo_id}: no language model decoder files ({e})") from None
-        language_model = decoder.model_container[decoder._model_key]
-        for name, value in lm_overrides.items():
-            setattr(language_model, name, value)
+        decoder.language_model.set_attributes(**lm_overrides)
         return cls(processor.feature_extractor, processor.tokenizer, decoder)
 
     def save_pretrained(self, save_directory) -> List[str]:
         """Write the processor's files, then ``alphabet.json`` and ``language_model/``."""
         written = super().save_pretrained(save_directory)
-        self.decoder.save_to_dir(os.fspath(save_directory))
-        return written
+        return written + save_decoder(self.decoder, save_directory)
 
     @property
-    def language_model(self):
+    def language_model(self) -> LanguageModel:
         """The decoder's LanguageModel (its alpha, beta, unk_score_offset, score_boundary, ...)."""
-        return self.decoder.model_container[self.decoder._model_key]
+        return self.decoder.language_model
 
     # -------------------------------------------------------------------- pools
     def _pool_for(self, num_processes: Optional[int]):
@@ -159,7 +152,7 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         if not num_processes or num_processes < 2:
             return None
         if multiprocessing.get_start_method() != "fork":
-            # pyctcdecode's workers find the language model by inheriting it: only fork works.
+            # Workers find the language model by inheriting it: only forked ones can.
             return None
         if self._pool is None or self._pool_size != num_processes:
             self.close()
@@ -182,39 +175,23 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
 
     # -------------------------------------------------------------------- decoding
     def _set_lm_weights(self, alpha, beta, unk_score_offset, lm_score_boundary) -> None:
-        """Change the LM weights that are given; like the reference, the change stays for later calls.
-
-        A pool's workers hold a copy of the language model made when the pool started, so the
-        kept pool is ended when a weight changes (a user's pool must be made after the change).
-        """
-        weights = dict(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset)
-        weights = {k: float(v) for k, v in weights.items() if v is not None}
-        if lm_score_boundary is not None:
-            weights["lm_score_boundary"] = bool(lm_score_boundary)
-        if not weights:
-            return
-        before = self._lm_weights()
-        self.decoder.reset_params(**weights)
-        if self._lm_weights() != before:
-            self.close()
-
-    def _lm_weights(self):
-        lm = self.decoder.model_container.get(self.decoder._model_key)
-        return None if lm is None else tuple(getattr(lm, k, None) for k in ("alpha", "beta", "unk_score_offset", "score_boundary"))
+        """Change the LM weights that are given; like the reference, the change stays for later calls."""
+        self.language_model.set_attributes(
+            alpha=alpha, beta=beta, unk_score_offset=unk_score_offset, score_boundary=lm_score_boundary,
+        )
 
     @staticmethod
-    def _search_options(beam_width, beam_prune_logp, token_min_logp, hotwords, hotword_weight) -> dict:
-        from pyctcdecode.constants import (
-            DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT, DEFAULT_MIN_TOKEN_LOGP, DEFAULT_PRUNE_LOGP,
+    def _search_options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight) -> dict:
+        defaults = dict(
+            beam_width=lm_decoder.DEFAULT_BEAM_WIDTH, beam_prune_logp=lm_decoder.DEFAULT_BEAM_PRUNE_LOGP,
+            token_min_logp=lm_decoder.DEFAULT_TOKEN_MIN_LOGP, prune_history=lm_decoder.DEFAULT_PRUNE_HISTORY,
+            hotword_weight=lm_decoder.DEFAULT_HOTWORD_WEIGHT,
         )
-
-        return dict(
-            beam_width=DEFAULT_BEAM_WIDTH if beam_width is None else int(beam_width),
-            beam_prune_logp=DEFAULT_PRUNE_LOGP if beam_prune_logp is None else float(beam_prune_logp),
-            token_min_logp=DEFAULT_MIN_TOKEN_LOGP if token_min_logp is None else float(token_min_logp),
-            hotwords=list(hotwords) if hotwords is not None else None,
-            hotword_weight=DEFAULT_HOTWORD_WEIGHT if hotword_weight is None else float(hotword_weight),
-        )
+        given = dict(beam_width=beam_width, beam_prune_logp=beam_prune_logp, token_min_logp=token_min_logp,
+                     prune_history=prune_history, hotword_weight=hotword_weight)
+        options = {k: defaults[k] if v is None else v for k, v in given.items()}
+        options["hotwords"] = hotwords
+        return options
 
     def batch_decode(
         self,
@@ -232,27 +209,27 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         lm_score_boundary: Optional[bool] = None,
         output_word_offsets: bool = False,
         n_best: int = 1,
+        prune_history: Optional[bool] = None,
     ) -> Wav2Vec2DecoderWithLMOutput:
         """Beam-search a batch of logits (batch, frames, vocab) or a list of (frames, vocab) arrays.
 
-        Frames whose logits are all -100 (the padding marker) are skipped. ``pool``: a user's
-        fork-context ``multiprocessing.Pool`` made after this processor; else ``num_processes``
-        > 1 uses a pool kept by the processor; else the batch decodes in this process.
-        Unset options take pyctcdecode's defaults; alpha, beta, unk_score_offset and
-        lm_score_boundary change the language model's weights for this and later calls.
+        Frames holding the padding marker -100 are skipped. ``pool``: a user's pool (a fork-context
+        ``multiprocessing.Pool`` made after this processor, a thread pool or a
+        ``concurrent.futures`` executor); else ``num_processes`` > 1 uses a pool kept by the
+        processor; else the batch decodes in this process. Unset options take the reference's
+        defaults (beam_width 100, beam_prune_logp -10, token_min_logp -5, hotword_weight 10,
+        prune_history False); alpha, beta, unk_score_offset and lm_score_boundary change the
+        language model's weights for this and later calls.
         """
         if n_best < 1:
             raise ValueError(f"n_best must be at least 1, got {n_best}")
         utterances = [self._as_logits(row, f"logits[{i}]") for i, row in enumerate(logits)]
-        # (frames, vocab) each, padding frames removed.
-        utterances = [u[~(u == PADDING_LOGIT).all(axis=-1)] for u in utterances]
+        utterances = [u[(u != PADDING_LOGIT).all(axis=-1)] for u in utterances]
         self._set_lm_weights(alpha, beta, unk_score_offset, lm_score_boundary)
-        options = self._search_options(beam_width, beam_prune_logp, token_min_logp, hotwords, hotword_weight)
+        options = self._search_options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight)
         pool = pool if pool is not None else self._pool_for(num_processes)
-        # Each result: the beams of one utterance, best first, as (text, word frames, logit score, lm score).
-        results = self.decoder.decode_beams_batch(pool=pool, logits_list=utterances, **options)
-        hypotheses = [[_hypothesis(text, frames, logit, lm) for text, frames, logit, lm in beams] for beams in results]
-        return _collect(hypotheses, n_best, output_word_offsets, batched=True)
+        results = self.decoder.decode_beams_batch(utterances, pool=pool, **options)
+        return _collect([[_hypothesis(beam) for beam in beams] for beams in results], n_best, output_word_offsets, True)
 
     def decode(
         self,
@@ -268,29 +245,28 @@ class Wav2Vec2ProcessorWithLM(Wav2Vec2Processor):
         lm_score_boundary: Optional[bool] = None,
         output_word_offsets: bool = False,
         n_best: int = 1,
+        prune_history: Optional[bool] = None,
     ) -> Wav2Vec2DecoderWithLMOutput:
         """Beam-search one utterance's logits (frames, vocab); options as in ``batch_decode``."""
         if n_best < 1:
             raise ValueError(f"n_best must be at least 1, got {n_best}")
         logits = self._as_logits(logits, "logits")
         self._set_lm_weights(alpha, beta, unk_score_offset, lm_score_boundary)
-        options = self._search_options(beam_width, beam_prune_logp, token_min_logp, hotwords, hotword_weight)
-        # Beams best first, as (text, LM state, word frames, logit score, lm score).
+        options = self._search_options(beam_width, beam_prune_logp, token_min_logp, prune_history, hotwords, hotword_weight)
         beams = self.decoder.decode_beams(logits, **options)
-        hypotheses = [_hypothesis(text, frames, logit, lm) for text, _, frames, logit, lm in beams]
-        return _collect([hypotheses], n_best, output_word_offsets, batched=False)
+        return _collect([[_hypothesis(beam) for beam in beams]], n_best, output_word_offsets, batched=False)
 
     def _as_logits(self, logits, name: str) -> np.ndarray:
-        array = np.asarray(logits, dtype=np.float32)
-        labels = len(self.decoder._idx2vocab)
+        array = np.asarray(logits)  # the dtype decides the score arithmetic, as in the reference
+        labels = len(self.decoder.labels)
         if array.ndim != 2 or array.shape[-1] != labels:
             raise ValueError(f"{name} must have shape (frames, {labels}) for this decoder, got {array.shape}")
         return array
 
 
-def _hypothesis(text, word_frames, logit_score, lm_score) -> dict:
-    words = [{"word": word, "start_offset": start, "end_offset": end} for word, (start, end) in word_frames]
-    return {"text": text, "word_offsets": words, "logit_score": logit_score, "lm_score": lm_score}
+def _hypothesis(beam) -> dict:
+    words = [{"word": word, "start_offset": start, "end_offset": end} for word, (start, end) in beam.word_frames]
+    return {"text": beam.text, "word_offsets": words, "logit_score": beam.logit_score, "lm_score": beam.lm_score}
 
 
 def _collect(hypotheses: List[List[dict]], n_best: int, output_word_offsets: bool, batched: bool):
@@ -320,4 +296,3 @@ def _download_decoder_files(repo_id: str, hub_kwargs: dict) -> str:
         return snapshot_download(repo_id, allow_patterns=["alphabet.json", "language_model/*"], **hub_kwargs)
     except Exception as e:  # offline, unknown repo, ...: say what was being fetched
         raise ValueError(f"{repo_id}: cannot fetch the language model files ({e})") from None
-
