@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -117,6 +120,10 @@ def _read_bytes(data: bytes, name: str):
     return waveform, int(rate)
 
 
+def _read_path(path: str, sampling_rate: int):
+    return load_audio(path, sampling_rate), sampling_rate
+
+
 def _check_audio(read: Callable[[], tuple]) -> float:
     """Decode the audio once, as training will: its length in seconds, or AudioError (missing,
     unreadable, empty, NaN/Inf)."""
@@ -194,7 +201,7 @@ def _manifest_examples(path, task, columns, check, sampling_rate):
             yield where, f"column {columns.audio!r} must be a path, got {type(audio).__name__}"
             continue
         audio_path = audio if os.path.isabs(audio) else os.path.join(base, audio)
-        yield where, check(where, row, audio_path, lambda p=audio_path: (load_audio(p, sampling_rate), sampling_rate))
+        yield where, partial(check, where, row, audio_path, partial(_read_path, audio_path, sampling_rate))
 
 
 def _dataset_examples(path, split, task, columns, check, sampling_rate):
@@ -227,7 +234,7 @@ def _dataset_examples(path, split, task, columns, check, sampling_rate):
             def read(data=data, name=name):
                 return _read_bytes(data, name)
 
-            yield where, check(where, row, None, read, reader=read)
+            yield where, partial(check, where, row, None, read, reader=read)
             continue
         if isinstance(audio, dict):
             audio = audio.get("path")
@@ -235,7 +242,7 @@ def _dataset_examples(path, split, task, columns, check, sampling_rate):
             yield where, f"missing value in column {columns.audio!r}"
             continue
         audio_path = audio if os.path.isabs(audio) else os.path.join(base, audio)
-        yield where, check(where, row, audio_path, lambda p=audio_path: (load_audio(p, sampling_rate), sampling_rate))
+        yield where, partial(check, where, row, audio_path, partial(_read_path, audio_path, sampling_rate))
 
 
 def read_dataset(
@@ -250,11 +257,13 @@ def read_dataset(
     audio_column: str = "audio",
     text_column: str = "text",
     label_column: str = "label",
+    workers: Optional[int] = None,
 ) -> Dataset:
     """Read DATA (a manifest file or a ``datasets`` directory) for ``task``; see the module docstring.
 
     ``labels``: the known labels (classification); rows with another label are bad rows. ``min_samples``:
     the fewest samples at ``sampling_rate`` the model can take (``wav2vec2.spec.lengths.min_input_length``).
+    Each audio file is decoded once to check it, by ``workers`` threads (default: one per CPU).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -304,12 +313,19 @@ def read_dataset(
         rows = _manifest_examples(source, task, columns, check, sampling_rate)
     else:
         raise DataError(f"{source}: no such file or directory")
+    def resolve(item):
+        where, result = item
+        return where, result() if callable(result) else result
+
     try:
-        for where, result in rows:
-            if isinstance(result, Example):
-                examples.append(result)
-            else:
-                bad.append(BadRow(where, result))
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            # A few hundred rows at a time: rows holding audio bytes are not all kept in memory.
+            for chunk in iter(lambda: list(itertools.islice(rows, 256)), []):
+                for where, result in pool.map(resolve, chunk):
+                    if isinstance(result, Example):
+                        examples.append(result)
+                    else:
+                        bad.append(BadRow(where, result))
     except UnicodeDecodeError as e:
         raise DataError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return Dataset(source, examples, bad)
