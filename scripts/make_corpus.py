@@ -511,7 +511,7 @@ def readme(args, manifests, train_voices, held_voices, seconds_taken) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True, help="directory to write (audio/, *.jsonl, README.md)")
     parser.add_argument("--seed", type=int, default=0)
@@ -523,6 +523,11 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     args.output = os.path.abspath(args.output)
+    return args
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
     os.makedirs(args.output, exist_ok=True)
 
     start = time.time()

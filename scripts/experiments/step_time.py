@@ -4,6 +4,8 @@
 
 Prints, per config, parameters, median step seconds, and seconds of audio trained per wall second.
 The machine is shared: compare the configs by their ratios, measured interleaved in one process.
+Each round also times a 1024x1024 fp32 matmul, so that step times can be scaled to a quiet machine
+by the ratio of its GFLOP/s to the matmul's GFLOP/s measured here.
 """
 import argparse
 import time
@@ -79,7 +81,13 @@ def main():
         model = Wav2Vec2ForCTC(Wav2Vec2Config(**COMMON, **values)).train()
         models[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
     times = {name: [] for name in models}
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    matmul = []
     for round_ in range(args.rounds + 1):
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        matmul.append(10 * 2 * 1024**3 / (time.perf_counter() - start) / 1e9)
         for name, (model, optimizer) in models.items():
             start = time.perf_counter()
             loss = model(x, attention_mask=mask, labels=labels, spec_augment_rng=rng).loss
@@ -88,6 +96,7 @@ def main():
             optimizer.step()
             if round_:  # the first round warms up allocators and kernels
                 times[name].append(time.perf_counter() - start)
+    print(f"matmul 1024^3 fp32 on {args.threads} threads: median {np.median(matmul[1:]):.0f} GFLOP/s")
     for name, (model, _) in models.items():
         params = sum(p.numel() for p in model.parameters())
         median = float(np.median(times[name]))
