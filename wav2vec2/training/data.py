@@ -120,6 +120,10 @@ def _read_bytes(data: bytes, name: str):
     return waveform, int(rate)
 
 
+def _read_row_bytes(dataset, column: str, index: int, name: str):
+    return _read_bytes(dataset[index][column]["bytes"], name)
+
+
 def _read_path(path: str, sampling_rate: int):
     return load_audio(path, sampling_rate), sampling_rate
 
@@ -229,11 +233,8 @@ def _dataset_examples(path, split, task, columns, check, sampling_rate):
         where = f"{path}:row {index}"
         audio = row[columns.audio]
         if isinstance(audio, dict) and audio.get("bytes") is not None:
-            data, name = audio["bytes"], audio.get("path") or where
-
-            def read(data=data, name=name):
-                return _read_bytes(data, name)
-
+            # Fetched again from the (memory-mapped) dataset when needed, not kept in the Example.
+            read = partial(_read_row_bytes, loaded, columns.audio, index, audio.get("path") or where)
             yield where, partial(check, where, row, None, read, reader=read)
             continue
         if isinstance(audio, dict):
