@@ -38,6 +38,12 @@ CONFIGS = {
         hidden_size=128, num_hidden_layers=3, num_attention_heads=2, intermediate_size=512,
         num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16,
     ),
+    # a filter-bank-like first conv: 25 ms windows every 10 ms, then 2x down to 50 frames/s
+    "fb128k400s160-256_h192x4": dict(
+        conv_dim=(128, 256), conv_stride=(160, 2), conv_kernel=(400, 5),
+        hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
+        num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16,
+    ),
     "c128x5_h256x6": dict(
         conv_dim=(128, 128, 128, 128, 256), conv_stride=(5, 4, 2, 2, 4), conv_kernel=(10, 8, 4, 4, 8),
         hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=1024,
