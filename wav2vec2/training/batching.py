@@ -83,7 +83,8 @@ class LengthBucketSampler:
             for start in range(0, order.size, self.window):
                 chunk = order[start : start + self.window]
                 # A stable sort keeps the shuffled order among equal durations.
-                batches += pack(chunk[np.argsort(self.durations[chunk], kind="stable")], self.durations, self.batch_seconds)
+                chunk = chunk[np.argsort(self.durations[chunk], kind="stable")]
+                batches += pack(chunk, self.durations, self.batch_seconds)
             self._cache = {epoch: [batches[i] for i in rng.permutation(len(batches))]}
         return self._cache[epoch]
 
@@ -153,7 +154,9 @@ class Collator:
         self.tokenizer = tokenizer
         self.label2id = label2id
 
-    def __call__(self, examples, *, rng: Optional[np.random.Generator] = None, training: bool = True) -> Dict[str, np.ndarray]:
+    def __call__(
+        self, examples, *, rng: Optional[np.random.Generator] = None, training: bool = True
+    ) -> Dict[str, np.ndarray]:
         """The batch of ``examples``; masks are drawn from ``rng`` when ``training``."""
         from .vocabulary import encode
 

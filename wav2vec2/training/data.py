@@ -190,7 +190,10 @@ def _needed_columns(task: str, columns: _Columns) -> List[str]:
 
 def _manifest_examples(path, task, columns, check, sampling_rate):
     kind = MANIFEST_SUFFIXES[os.path.splitext(path)[1].lower()]
-    rows = _rows_jsonl(path) if kind == "jsonl" else _rows_delimited(path, "," if kind == "csv" else "\t", _needed_columns(task, columns))
+    if kind == "jsonl":
+        rows = _rows_jsonl(path)
+    else:
+        rows = _rows_delimited(path, "," if kind == "csv" else "\t", _needed_columns(task, columns))
     base = os.path.dirname(os.path.abspath(path))
     for number, row in rows:
         where = f"{path}:line {number}"
@@ -297,7 +300,8 @@ def read_dataset(
             return f"unreadable audio: {e}"
         samples = math.floor(seconds * sampling_rate)
         if samples < min_samples:
-            return f"too short: {seconds:.3f} s, the model needs at least {min_samples} samples ({min_samples / sampling_rate:.3f} s)"
+            needed = f"{min_samples} samples ({min_samples / sampling_rate:.3f} s)"
+            return f"too short: {seconds:.3f} s, the model needs at least {needed}"
         if max_seconds is not None and seconds > max_seconds:
             return f"too long: {seconds:.1f} s, more than max_seconds={max_seconds}"
         return Example(where=where, seconds=seconds, text=text, label=label, path=audio_path, _read=reader)

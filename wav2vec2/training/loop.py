@@ -84,7 +84,8 @@ def fit(
     run_dir = Path(run_dir)
     optimizer = settings.optimizer
     sampler = LengthBucketSampler(
-        [e.seconds for e in train_data.examples], settings.batch_seconds, seed=settings.seed, window=settings.bucket_window
+        [e.seconds for e in train_data.examples], settings.batch_seconds,
+        seed=settings.seed, window=settings.bucket_window,
     )
     fingerprint = data_fingerprint(train_data)
     checkpoint = run.resolve_resume(run_dir, resume)
@@ -105,7 +106,8 @@ def fit(
     def record(values: Dict) -> Dict:
         log.write(values)
         if board is not None:
-            board.add_scalars(values["step"], {k: v for k, v in values.items() if k != "step" and isinstance(v, (int, float))})
+            numbers = {k: v for k, v in values.items() if k != "step" and isinstance(v, (int, float))}
+            board.add_scalars(values["step"], numbers)
         return values
 
     def save(next_position: Position) -> None:

@@ -52,7 +52,9 @@ def cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels and predictions must be two equal, non-empty 1-D lists, got {labels.shape} and {predictions.shape}")
+        raise ValueError(
+            f"labels and predictions must be two equal, non-empty 1-D lists, got {labels.shape} and {predictions.shape}"
+        )
     return float((labels == predictions).mean())
 
 

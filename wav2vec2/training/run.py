@@ -106,7 +106,7 @@ class TensorBoardWriter:
             from tensorboard.compat.proto import event_pb2
             from tensorboard.summary.writer.record_writer import RecordWriter
         except ImportError:
-            raise ImportError("TensorBoard logging needs the tensorboard package: pip install 'wav2vec2[train]'") from None
+            raise ImportError("TensorBoard logging needs tensorboard: pip install 'wav2vec2[train]'") from None
         self._event_pb2 = event_pb2
         os.makedirs(log_dir, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{os.uname().nodename}.{os.getpid()}"
@@ -122,7 +122,9 @@ class TensorBoardWriter:
         from tensorboard.compat.proto import summary_pb2
 
         summary = summary_pb2.Summary(
-            value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items() if v is not None]
+            value=[
+                summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items() if v is not None
+            ]
         )
         self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
         self._file.flush()
@@ -133,7 +135,8 @@ class TensorBoardWriter:
 
 # ------------------------------------------------------------------------------------ checkpoints
 def _write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as f:
+    staged = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8")
+    with staged as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -165,7 +168,10 @@ def list_checkpoints(run_dir) -> List[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None and (p / TRAINER_STATE_NAME).is_file()]
+    found = [
+        p for p in run_dir.iterdir()
+        if p.is_dir() and checkpoint_step(p) is not None and (p / TRAINER_STATE_NAME).is_file()
+    ]
     return sorted(found, key=checkpoint_step)
 
 

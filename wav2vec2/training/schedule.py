@@ -9,8 +9,9 @@ updates, not micro-batches) is
 
 the straight lines through (0, 0), (warmup_steps, learning_rate) and (total_steps + 1, 0): a linear
 warm-up, then a linear decay that would reach 0 one update after the last. So neither the first nor
-the last update is made at rate 0 (a schedule read before its first increment makes update 1 at 0). Gradients are accumulated over
-``gradient_accumulation_steps`` batches (averaged), their global L2 norm is clipped to
+the last update is made at rate 0 (a schedule read before its first increment makes update 1 at 0).
+Gradients are accumulated over ``gradient_accumulation_steps`` batches (averaged), their global L2
+norm is clipped to
 ``max_grad_norm`` (None: no clipping), then one update is made. Biases and normalisation weights
 get no weight decay (``decays_weight``), as in the reference's trainer.
 """
@@ -39,7 +40,9 @@ class OptimizerSettings:
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be non-negative, got {self.warmup_steps}")
         if self.total_steps < 1 or self.total_steps < self.warmup_steps:
-            raise ValueError(f"total_steps must be at least 1 and at least warmup_steps={self.warmup_steps}, got {self.total_steps}")
+            raise ValueError(
+                f"total_steps must be at least 1 and at least warmup_steps={self.warmup_steps}, got {self.total_steps}"
+            )
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

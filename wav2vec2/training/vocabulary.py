@@ -71,7 +71,9 @@ def check_tokenizer(tokenizer, config) -> None:
             f"CTC blank (pad_token_id) is {config.pad_token_id}"
         )
     if len(tokenizer) > config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's vocab_size={config.vocab_size}")
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens, more than the model's vocab_size={config.vocab_size}"
+        )
 
 
 def encode(tokenizer, text: str) -> List[int]:
