@@ -1,0 +1,45 @@
+"""The interface each backend's trainer implements; ``wav2vec2.training.loop.fit`` drives it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """One backend's half of training: the tensor math. Everything else is ``fit``'s.
+
+    Batches are dicts of NumPy arrays made by ``wav2vec2.training.batching.Collator``; a trainer
+    converts them to its framework's tensors and never draws masks of its own.
+    """
+
+    backend: str  # "torch", "tensorflow" or "flax"; recorded in each checkpoint
+
+    def init(self, model, settings) -> None:
+        """Take the model (initial or pre-trained weights) and ``TrainSettings``; build the
+        optimizer: AdamW with ``settings.optimizer`` (no weight decay where
+        ``schedule.decays_weight`` says so), frozen parts excluded."""
+
+    def train_step(self, batches: Sequence[Dict[str, np.ndarray]], learning_rate: float) -> Dict[str, float]:
+        """One optimizer update from ``len(batches)`` accumulated micro-batches (gradients
+        averaged), clipped to ``max_grad_norm``, at ``learning_rate``. Returns at least ``loss``
+        (mean over the micro-batches) and ``grad_norm`` (before clipping)."""
+
+    def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
+        """Evaluation forward (no dropout, no masks): (batch, frames, vocab) or (batch, labels)."""
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Optimizer state (moments, update count) and the framework's RNG state (dropout,
+        LayerDrop), as flat named NumPy arrays: with ``load_state_dict`` it makes resume exact."""
+
+    def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    def save_model(self, directory: Path) -> None:
+        """Write ``config.json`` and the weights in the backend's own format (the library's
+        writers) into ``directory``."""
+
+    def load_model(self, directory: Path) -> None:
+        """Load the weights a ``save_model`` wrote (resuming from a checkpoint)."""
