@@ -60,8 +60,15 @@ def non_negative_float(text: str) -> float:
     return _number(float, text, 0.0, True, "a finite number >= 0")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error as one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="wav2vec2", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="wav2vec2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)

@@ -127,12 +127,13 @@ def run(args) -> int:
         hotwords=args.hotwords, hotword_weight=args.hotword_weight,
     )
     progress = False if args.no_progress else None  # None: a bar only on a terminal
-    summary = Summary()
     if args.output is None:
         transcriber = _options_or_model(make_transcriber, args.model, progress=progress, **options)
+        summary = Summary()  # the clock starts once the model is loaded
         _print_records(transcriber, files, fmt, summary)
     else:
         run_corpus = _options_or_model(make_runner, args.model, args.ray, progress=progress, **pool, **options)
+        summary = Summary()
         try:
             with ResultsFile(args.output) as results:
                 run_corpus(unique_files(files), results, summary)
