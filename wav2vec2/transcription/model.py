@@ -8,6 +8,7 @@ config.json is read once, here, and handed to the backend.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -121,7 +122,9 @@ def _tensorflow_forward(model, config, device, precision, hub_kwargs) -> Forward
     with on_device(), _keras_dtype_policy("mixed_bfloat16" if precision == "bf16" else None):
         network = Wav2Vec2ForCTC.from_pretrained(model, config=config, **hub_kwargs)
         if precision == "int8":  # Keras' own int8 weights for Dense and EinsumDense layers
-            network.quantize("int8")
+            with warnings.catch_warnings():  # one per layer that has no int8 form (convs, norms): noise
+                warnings.simplefilter("ignore", UserWarning)
+                network.quantize("int8")
 
     def forward(input_values, attention_mask):
         with on_device():
