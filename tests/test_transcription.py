@@ -7,6 +7,7 @@ same weights and the same samples, never from the spoken words.
 """
 import importlib.util
 import json
+import os
 import re
 
 import numpy as np
@@ -441,3 +442,81 @@ def test_reduced_precision_agrees_with_fp32(backend, precision, checkpoint, spee
     differ = expected.argmax(-1) != logits.argmax(-1)
     assert np.all(top2[differ, 1] - top2[differ, 0] < 1.0)
     assert 1 - differ.mean() >= 0.97
+
+
+# ---------------------------------------------------------------------------------------- results files
+def _records(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8").read().splitlines()]
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_results_file_is_resumed_without_duplicates_or_cut_lines(checkpoint, speech_files, tmp_path):
+    """A rerun skips files done (same path, same bytes), drops a line cut short, redoes a file
+    whose bytes changed, and keeps error records as done."""
+    import shutil
+
+    from wav2vec2.transcription import transcribe_to_file
+
+    directory, model, _ = checkpoint
+    ctc = reference_ctc_model(directory, model)
+    files = [str(tmp_path / f"{i}.wav") for i in range(3)]
+    for source, copy in zip(speech_files, files):
+        shutil.copy(source, copy)
+    missing = str(tmp_path / "missing.wav")
+    output = tmp_path / "results.jsonl"
+
+    first = transcribe_to_file([files[0], missing, files[1]], output, ctc)
+    assert (first.done, first.failed, first.skipped) == (2, 1, 0)
+    expected = transcribe([files[0], missing, files[1]], model=ctc, errors="return")
+    assert _records(output) == [
+        {**expected[0], "sha256": _sha256(files[0])},
+        {**expected[1], "sha256": None},
+        {**expected[2], "sha256": _sha256(files[1])},
+    ]
+    with open(output, "ab") as f:  # what a kill in the middle of a write would leave
+        f.write(b'{"file": "' + files[2].encode() + b'", "text": "ab')
+    shutil.copy(speech_files[2], files[0])  # the first file's audio changes
+
+    second = transcribe_to_file([missing, *files, files[1]], output, ctc)
+    assert (second.done, second.failed, second.skipped) == (2, 0, 2)
+    records = _records(output)  # parses: the cut line is gone
+    assert len(records) == 5
+    assert {(r["file"], r["sha256"]) for r in records[3:]} == {(files[0], _sha256(files[0])), (files[2], _sha256(files[2]))}
+    assert [r for r in records[3:] if r["file"] == files[2]] == [{**transcribe(files[2], model=ctc)[0], "sha256": _sha256(files[2])}]
+
+
+def test_results_file_refuses_foreign_files_a_second_writer_and_undoes_a_failed_write(tmp_path, monkeypatch):
+    import errno
+
+    from wav2vec2.transcription import ResultsFile, ResultsFileError
+
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_bytes(b'{"file": "a.wav", "sha256": null}\n[1, 2]\n')
+    with pytest.raises(ResultsFileError, match="notes.jsonl: line 2 is not a record"):
+        ResultsFile(foreign)
+    assert foreign.read_bytes() == b'{"file": "a.wav", "sha256": null}\n[1, 2]\n'
+
+    path = tmp_path / "results.jsonl"
+    with ResultsFile(path) as results:
+        results.append({"file": "a.wav", "text": "a", "words": [], "sha256": "00"})
+        with pytest.raises(ResultsFileError, match="another run is writing"):
+            ResultsFile(path)
+        real_write = os.write
+
+        def half_then_full(fd, data):  # the disk fills up in the middle of a line
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", half_then_full)
+        with pytest.raises(ResultsFileError, match="cannot write .*results.jsonl: No space left on device"):
+            results.append({"file": "b.wav", "text": "b", "words": [], "sha256": "01"})
+        monkeypatch.undo()
+        assert path.read_bytes() == b'{"file": "a.wav", "text": "a", "words": [], "sha256": "00"}\n'
+        assert results.is_done("a.wav", "00") and not results.is_done("b.wav", "01")
+    with ResultsFile(path) as again:  # the lock went with the first
+        assert again.is_done(os.path.abspath("a.wav"), "00")
