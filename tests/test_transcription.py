@@ -520,3 +520,17 @@ def test_results_file_refuses_foreign_files_a_second_writer_and_undoes_a_failed_
         assert results.is_done("a.wav", "00") and not results.is_done("b.wav", "01")
     with ResultsFile(path) as again:  # the lock went with the first
         assert again.is_done(os.path.abspath("a.wav"), "00")
+
+
+def test_ray_and_the_frameworks_are_imported_only_when_used():
+    """The transcription package and its command line import neither Ray nor a framework by themselves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wav2vec2.transcription, wav2vec2.transcription.cli; "
+        "print(sorted(m for m in ('ray', 'torch', 'tensorflow', 'jax') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ from .corpus import list_audio_files, make_runner, read_manifest, unique_files
 from .formats import FORMATS, format_record
 from .model import BACKENDS, PRECISIONS
 from .pipeline import make_transcriber
+from .ray_data import ModelLoadError
 from .results import ResultsFile, ResultsFileError, Summary
 
 PROG = "wav2vec2 transcribe"
@@ -102,15 +103,15 @@ def _write_stdout(text: str) -> None:
 
 def _print_records(transcriber, files, fmt: str, summary: Summary) -> None:
     several_subtitles = fmt in ("srt", "vtt") and len(files) > 1
-    seconds = transcriber.audio_seconds
+    start = transcriber.audio_seconds
     for record in transcriber(files):
-        summary.count(record, transcriber.audio_seconds - seconds)
-        seconds = transcriber.audio_seconds
+        summary.count(record)
         if "error" in record:
             print(f"{PROG}: error: {record['error']}", file=sys.stderr)
             continue
         header = f"==> {record['file']} <==\n" if several_subtitles else ""  # say which cues are whose
         _write_stdout(header + format_record(record, fmt))
+    summary.audio_seconds += transcriber.audio_seconds - start
 
 
 def run(args) -> int:
@@ -139,5 +140,7 @@ def run(args) -> int:
                 run_corpus(unique_files(files), results, summary)
         except ResultsFileError as e:
             raise InputError(str(e)) from None
+        except ModelLoadError as e:  # found only once the Ray actors try it
+            raise UsageError(str(e)) from None
     print(f"{PROG}: {summary.finish().line()}", file=sys.stderr)
     return 1 if summary.failed else 0

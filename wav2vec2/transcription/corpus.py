@@ -85,11 +85,11 @@ def write_results(transcriber: Transcriber, files: List[str], results: ResultsFi
             digests.append(digest)
             yield path
 
-    before = transcriber.audio_seconds
+    start = transcriber.audio_seconds
     for record in transcriber(remaining()):
         results.append({**record, "sha256": digests.popleft()})
-        summary.count(record, transcriber.audio_seconds - before)
-        before = transcriber.audio_seconds
+        summary.count(record)
+    summary.audio_seconds += transcriber.audio_seconds - start
 
 
 def make_runner(

@@ -19,6 +19,7 @@ import json
 import math
 import numbers
 import os
+import re
 import sys
 
 import numpy as np
@@ -31,12 +32,17 @@ from .results import file_sha256, result_key
 
 # Blocks are about batch_size files each, up to this many blocks (bigger corpora get bigger blocks).
 _MAX_BLOCKS = 10_000
+# How long every actor of the pool may take to start and load the model (a hub download included).
+_ACTOR_START_TIMEOUT_S = 600
 
 
 def _read_row(row: dict, processor: CTCModel, plan: ChunkPlan, done: frozenset) -> dict:
-    """A file's row: its digest, and either its normalised samples, an error, or 'skipped'."""
+    """A file's row: its digest, and either its normalised samples, an error, or 'skipped'.
+
+    Columns hold no None ("" for no digest, no error): a column of nulls reaches the actor as NaN.
+    """
     digest = file_sha256(row["path"])
-    out = {"file": row["file"], "sha256": digest, "error": "", "skipped": False, "values": np.zeros(0, np.float32)}
+    out = {"file": row["file"], "sha256": digest or "", "error": "", "skipped": False, "values": np.zeros(0, np.float32)}
     if result_key(row["path"], digest) in done:
         out["skipped"] = True
         return out
@@ -49,15 +55,35 @@ def _read_row(row: dict, processor: CTCModel, plan: ChunkPlan, done: frozenset) 
     return out
 
 
+class ModelLoadError(ValueError):
+    """The Ray actors could not load the model (its weights, the backend, the device on the workers)."""
+
+
 class _TranscribeActor:
-    """One actor of the pool: loads the model once, then transcribes batches of rows."""
+    """One actor of the pool: loads the model once, then transcribes batches of rows.
+
+    A model it cannot load is reported in its rows (status "model error"), for the driver to stop
+    with that one message rather than with Ray's remote traceback.
+    """
 
     def __init__(self, model: str, options: dict):
-        self.transcriber = make_transcriber(model, **options)
-        self.sampling_rate = self.transcriber.ctc.sampling_rate
+        import ray
+
+        self.actor_id = ray.get_runtime_context().get_actor_id()
+        self.transcriber, self.load_error = None, None
+        try:
+            self.transcriber = make_transcriber(model, **options)
+        except (ValueError, OSError, ImportError) as e:
+            self.load_error = str(e)
 
     def __call__(self, batch: dict) -> dict:
-        files, digests = list(batch["file"]), list(batch["sha256"])
+        if self.load_error is not None:
+            size = len(batch["file"])
+            return {"file": batch["file"], "status": np.asarray(["model error"] * size),
+                    "record": np.asarray([self.load_error] * size), "seconds": np.zeros(size),
+                    "actor": np.asarray([self.actor_id] * size)}
+        rate = self.transcriber.ctc.sampling_rate
+        files, digests = [str(f) for f in batch["file"]], [str(d) or None for d in batch["sha256"]]
         todo = [i for i in range(len(files)) if not batch["skipped"][i] and not batch["error"][i]]
         records = dict(zip(todo, self.transcriber.transcribe_normalised([(files[i], batch["values"][i]) for i in todo])))
         rows = []  # (status, record as JSON, seconds of audio)
@@ -67,10 +93,10 @@ class _TranscribeActor:
                 continue
             record = records.get(i) or {"file": name, "error": str(batch["error"][i])}
             line = json.dumps({**record, "sha256": digests[i]}, ensure_ascii=False)
-            rows.append(("failed" if "error" in record else "done", line, batch["values"][i].size / self.sampling_rate))
+            rows.append(("failed" if "error" in record else "done", line, batch["values"][i].size / rate))
         status, lines, seconds = zip(*rows)
         return {"file": np.asarray(files), "status": np.asarray(status), "record": np.asarray(lines),
-                "seconds": np.asarray(seconds)}
+                "seconds": np.asarray(seconds), "actor": np.asarray([self.actor_id] * len(files))}
 
 
 def _check_pool(actors, gpus_per_actor, cpus_per_actor) -> None:
@@ -82,7 +108,17 @@ def _check_pool(actors, gpus_per_actor, cpus_per_actor) -> None:
 
 
 def _root_cause(error: Exception) -> str:
-    """The last line of a Ray error (the worker's own exception), not the whole remote traceback."""
+    """The worker's own exception behind a Ray error, in one line, not the whole remote traceback."""
+    cause = getattr(error, "cause", None)  # RayTaskError: what the task raised, itself wrapping the UDF's error
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if cause is not None and not type(cause).__module__.startswith("ray"):
+        return f"{type(cause).__name__}: {cause}"
+    # The remote traceback as text: its first "SomeError: message" line that is not Ray's own.
+    for line in str(error).splitlines():
+        match = re.match(r"\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)", line)
+        if match and not match.group(1).startswith("ray."):
+            return f"{match.group(1)}: {match.group(2)}"
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
 
@@ -105,6 +141,8 @@ class RayTranscription:
         # The driver reads the model's processor only (no weights), to read files as the actors cut them.
         self.processor = CTCModel(*load_processor(model), forward=None)
         self.plan = ChunkPlan.from_seconds(self.processor, options.get("chunk_length_s", 20.0), options.get("stride_length_s"))
+        if os.path.isdir(model):  # actors start elsewhere: a local checkpoint goes to them as an absolute path
+            model = os.path.abspath(model)
         self.model, self.address, self.options, self.progress = model, address, options, progress
         self.actors, self.gpus_per_actor, self.cpus_per_actor = actors, gpus_per_actor, cpus_per_actor
 
@@ -115,16 +153,19 @@ class RayTranscription:
         if not files:
             return
         started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=self.address)
+        if started_here:  # workers' logs stay in Ray's session logs: errors reach the driver as records
+            ray.init(address=self.address, log_to_driver=False)
         try:
             for row in self._dataset(ray, files, results.done_keys()).iter_rows():
+                if row["status"] == "model error":
+                    raise ModelLoadError(f"the Ray actors cannot load the model: {row['record']}")
                 if row["status"] == "skipped":
                     summary.skipped += 1
                     continue
                 record = json.loads(row["record"])
                 results.append(record)
                 summary.count(record, float(row["seconds"]))
+                summary.actors.add(row["actor"])
         except ray.exceptions.RayError as e:
             raise RuntimeError(f"the Ray job failed: {_root_cause(e)}") from None
         finally:
@@ -132,14 +173,18 @@ class RayTranscription:
                 ray.shutdown()
 
     def _dataset(self, ray, files, done: frozenset):
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = sys.stderr.isatty() if self.progress is None else bool(self.progress)
         rows = [{"file": f, "path": os.path.abspath(f)} for f in files]
         blocks = max(1, min(_MAX_BLOCKS, math.ceil(len(rows) / self.batch_size)))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
         dataset = dataset.map(_read_row, fn_kwargs=dict(processor=self.processor, plan=self.plan, done=done))
-        return dataset.map_batches(
+        dataset = dataset.map_batches(
             _TranscribeActor, fn_constructor_kwargs=dict(model=self.model, options=self.options),
             batch_size=self.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor,
         )
+        # This dataset's own copy of Ray Data's settings (the process-wide one is left alone).
+        dataset.context.enable_progress_bars = sys.stderr.isatty() if self.progress is None else bool(self.progress)
+        # The whole pool loads the model before work is handed out (so it is shared from the start),
+        # and a cluster that cannot place the pool says so instead of waiting for ever.
+        dataset.context.wait_for_min_actors_s = _ACTOR_START_TIMEOUT_S
+        return dataset

@@ -139,10 +139,12 @@ class Summary:
     failed: int = 0
     skipped: int = 0
     audio_seconds: float = 0.0
+    actors: set = field(default_factory=set)  # Ray actors that returned records (Ray runs only)
     started: float = field(default_factory=time.monotonic)
     elapsed: Optional[float] = None  # set by finish()
 
     def count(self, record: dict, audio_seconds: float = 0.0) -> None:
+        """One more record; ``audio_seconds``: its length, when the caller knows it record by record."""
         if "error" in record:
             self.failed += 1
         else:
@@ -156,7 +158,8 @@ class Summary:
     def line(self) -> str:
         elapsed = self.elapsed if self.elapsed is not None else time.monotonic() - self.started
         speed = self.audio_seconds / max(elapsed, 1e-9)
+        on_actors = f" on {len(self.actors)} Ray actors" if self.actors else ""
         return (
             f"{self.done} done, {self.failed} failed, {self.skipped} skipped; {self.audio_seconds / 3600:.4f} h of audio "
-            f"in {elapsed:.1f} s: {speed:.1f} s of audio per second ({speed / 3600:.4f} h/s)"
+            f"in {elapsed:.1f} s{on_actors}: {speed:.1f} s of audio per second ({speed / 3600:.4f} h/s)"
         )
