@@ -141,8 +141,10 @@ class RayTranscription:
         # The driver reads the model's processor only (no weights), to read files as the actors cut them.
         self.processor = CTCModel(*load_processor(model), forward=None)
         self.plan = ChunkPlan.from_seconds(self.processor, options.get("chunk_length_s", 20.0), options.get("stride_length_s"))
-        if os.path.isdir(model):  # actors start elsewhere: a local checkpoint goes to them as an absolute path
+        if os.path.isdir(model):  # actors start elsewhere: local files go to them as absolute paths
             model = os.path.abspath(model)
+        if options.get("lm") is not None:
+            options["lm"] = os.path.abspath(options["lm"])
         self.model, self.address, self.options, self.progress = model, address, options, progress
         self.actors, self.gpus_per_actor, self.cpus_per_actor = actors, gpus_per_actor, cpus_per_actor
 

@@ -158,7 +158,7 @@ class Summary:
     def line(self) -> str:
         elapsed = self.elapsed if self.elapsed is not None else time.monotonic() - self.started
         speed = self.audio_seconds / max(elapsed, 1e-9)
-        on_actors = f" on {len(self.actors)} Ray actors" if self.actors else ""
+        on_actors = f" on {len(self.actors)} Ray actor{'s' if len(self.actors) > 1 else ''}" if self.actors else ""
         return (
             f"{self.done} done, {self.failed} failed, {self.skipped} skipped; {self.audio_seconds / 3600:.4f} h of audio "
             f"in {elapsed:.1f} s{on_actors}: {speed:.1f} s of audio per second ({speed / 3600:.4f} h/s)"
