@@ -534,3 +534,14 @@ def test_ray_and_the_frameworks_are_imported_only_when_used():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.stdout.strip() == "[]"
+
+
+def test_inputs_that_are_not_waveforms_are_named_error_records(checkpoint, speech_files):
+    directory, model, _ = checkpoint
+    ctc = reference_ctc_model(directory, model)
+    odd = [{"samples": 1}, (np.zeros(4000), "fast"), (np.zeros(4000), -8000), np.zeros((3, 4000)), np.zeros(0), np.zeros(100)]
+    records = transcribe([*odd, speech_files[0]], model=ctc, errors="return")
+    for index, record in enumerate(records[:-1]):
+        assert set(record) == {"file", "error"} and record["error"].startswith(f"<array {index}>: ")
+    assert "receptive field" in records[5]["error"]
+    assert records[-1] == transcribe(speech_files[0], model=ctc)[0]

@@ -55,6 +55,11 @@ def positive_float(text: str) -> float:
     return _number(float, text, 0.0, False, "a finite number > 0")
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no inf, no nan)."""
+    return _number(float, text, -math.inf, True, "a finite number")
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0 (no inf, no nan)."""
     return _number(float, text, 0.0, True, "a finite number >= 0")

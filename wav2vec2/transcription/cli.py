@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..cli import InputError, UsageError, non_negative_float, positive_float, positive_int
+from ..cli import InputError, UsageError, finite_float, non_negative_float, positive_float, positive_int
 from .corpus import list_audio_files, make_runner, read_manifest, unique_files
 from .formats import FORMATS, format_record
 from .model import BACKENDS, PRECISIONS
@@ -48,10 +48,10 @@ def add_arguments(parser) -> None:
     lm = parser.add_argument_group("beam search with a language model")
     lm.add_argument("--lm", default=None, help="KenLM model (.arpa or binary) for beam search decoding")
     lm.add_argument("--beam-width", type=positive_int, default=None)
-    lm.add_argument("--alpha", type=float, default=None, help="language model weight")
-    lm.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    lm.add_argument("--alpha", type=finite_float, default=None, help="language model weight")
+    lm.add_argument("--beta", type=finite_float, default=None, help="word insertion bonus")
     lm.add_argument("--hotwords", nargs="+", default=None, help="words to favour in beam search")
-    lm.add_argument("--hotword-weight", type=float, default=None)
+    lm.add_argument("--hotword-weight", type=finite_float, default=None)
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
 

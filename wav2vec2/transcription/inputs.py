@@ -142,15 +142,16 @@ def input_name(item, index: int) -> str:
 def probe(index: int, item, sampling_rate: int) -> Source:
     """A Source: a file's length from its header (read once, here), a waveform's from its size."""
     name = input_name(item, index)
-    if isinstance(item, (str, os.PathLike)):
-        try:
+    seconds = None  # for what cannot be measured: reading it says why
+    try:
+        if isinstance(item, (str, os.PathLike)):
             seconds = audio.audio_duration(item)
-        except AudioError:
-            seconds = None
-    elif isinstance(item, tuple) and len(item) == 2:
-        seconds = np.shape(item[0])[0] / item[1] if np.ndim(item[0]) and item[1] else None
-    else:
-        seconds = np.shape(item)[0] / sampling_rate if np.ndim(item) else None
+        elif isinstance(item, tuple) and len(item) == 2:
+            seconds = np.shape(item[0])[0] / float(item[1])
+        else:
+            seconds = np.shape(item)[0] / sampling_rate
+    except (AudioError, TypeError, ValueError, IndexError, ZeroDivisionError):
+        pass
     return Source(index, item, name, seconds)
 
 
