@@ -9,170 +9,17 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import reference_config, small_config
-from wav2vec2 import transcription
+from speech_checkpoints import (  # noqa: F401  (checkpoint, local_checkpoint, speech_files: fixtures)
+    SENTENCES, SR, assert_same_transcript, checkpoint, local_checkpoint, reference_ctc_model, reference_record,
+    run_cli, save_reference_checkpoint, speak, speech_files, tiny_config, to_16k,
+)
 from wav2vec2.audio import AudioError
-from wav2vec2.cli import main as cli_main
 from wav2vec2.spec.lengths import feat_extract_output_lengths
-from wav2vec2.transcription import CTCModel, chunk_bounds, format_record, subtitle_cues, transcribe
-
-SR = 16000
-LETTERS = "abcdefgh"
-VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate(LETTERS)}}
-SENTENCES = [
-    "the quick brown fox jumps over the lazy dog",
-    "a wizard's job is to vex chumps quickly in fog",
-    "pack my box with five dozen liquor jugs",
-]
-
-
-def tiny_config(arch="stable", **overrides):
-    """A model with a 320-sample frame (as real checkpoints) and a 325-sample receptive field."""
-    values = dict(
-        vocab_size=len(VOCAB), conv_dim=(8, 8, 8), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
-        hidden_dropout=0.0, pad_token_id=0,
-    )
-    values.update(overrides)
-    return small_config(arch, **values)
-
-
-# ---------------------------------------------------------------------------------------- fixtures
-def _save_reference_checkpoint(directory, local: bool, arch: str = "stable"):
-    """A random reference CTC model and processor saved to ``directory``; returns (model, processor).
-
-    The head is scaled and biased so that greedy decoding yields letters, blanks and word breaks
-    (an untouched random head predicts one token everywhere). ``local=True`` zeroes the attention
-    output projections: every frame then depends only on nearby samples, so chunked inference
-    must reproduce the unchunked frames exactly. arch="base" (group norm) checkpoints take no
-    attention mask, as in the reference.
-    """
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    model = transformers.Wav2Vec2ForCTC(reference_config(tiny_config(arch))).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(30.0)
-        model.lm_head.bias[VOCAB["<pad>"]] += 5.0
-        model.lm_head.bias[VOCAB["|"]] += 4.5
-        model.lm_head.bias[1:4] -= 100.0  # <s>, </s>, <unk> never win
-        if local:
-            for layer in model.wav2vec2.encoder.layers:
-                layer.attention.out_proj.weight.zero_()
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "vocab.json"), "w") as f:
-        json.dump(VOCAB, f)
-    tokenizer = transformers.Wav2Vec2CTCTokenizer(os.path.join(directory, "vocab.json"))
-    extractor = transformers.Wav2Vec2FeatureExtractor(
-        sampling_rate=SR, return_attention_mask=arch == "stable", do_normalize=True
-    )
-    processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
-    processor.save_pretrained(directory)
-    model.save_pretrained(directory)
-    return model, processor
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("ctc"))
-    model, processor = _save_reference_checkpoint(directory, local=False)
-    return directory, model, processor
-
-
-@pytest.fixture(scope="module")
-def local_checkpoint(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("ctc_local"))
-    model, processor = _save_reference_checkpoint(directory, local=True)
-    return directory, model, processor
-
-
-def speak(text: str) -> tuple:
-    """espeak-ng's rendering of ``text``: (samples float32, 22050 Hz); skips without espeak-ng."""
-    import tempfile
-
-    import soundfile
-
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "speech.wav")
-        subprocess.run(["espeak-ng", "-w", path, text], check=True, capture_output=True)
-        samples, rate = soundfile.read(path, dtype="float32")
-    return samples, rate
-
-
-def to_16k(samples, rate):
-    soxr = pytest.importorskip("soxr")
-    return soxr.resample(samples, rate, SR).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def speech_files(tmp_path_factory):
-    """Three spoken sentences written as 16 kHz float wav files."""
-    import soundfile
-
-    directory = tmp_path_factory.mktemp("speech")
-    paths = []
-    for i, sentence in enumerate(SENTENCES):
-        path = str(directory / f"sentence{i}.wav")
-        soundfile.write(path, to_16k(*speak(sentence)), SR, subtype="FLOAT")
-        paths.append(path)
-    return paths
-
-
-def reference_record(model, processor, waveform):
-    """Text and word times from the reference's greedy decode of one 16 kHz waveform."""
-    import torch
-
-    inputs = processor(waveform, sampling_rate=SR, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(inputs.input_values, attention_mask=inputs.get("attention_mask")).logits
-    decoded = processor.batch_decode(logits.argmax(-1), output_word_offsets=True)
-    seconds_per_frame = model.config.inputs_to_logits_ratio / SR
-    words = [
-        {"word": w["word"], "start": w["start_offset"] * seconds_per_frame, "end": w["end_offset"] * seconds_per_frame}
-        for w in decoded.word_offsets[0]
-    ]
-    return {"text": decoded.text[0], "words": words}
-
-
-def assert_same_transcript(record, expected):
-    assert record["text"] == expected["text"]
-    assert [w["word"] for w in record["words"]] == [w["word"] for w in expected["words"]]
-    np.testing.assert_allclose([w["start"] for w in record["words"]], [w["start"] for w in expected["words"]], atol=1e-6)
-    np.testing.assert_allclose([w["end"] for w in record["words"]], [w["end"] for w in expected["words"]], atol=1e-6)
-
-
-def reference_ctc_model(directory, model):
-    """Our pipeline around the reference model's forward: tests the pipeline without our backends."""
-    import torch
-
-    from wav2vec2 import Wav2Vec2Config
-    from wav2vec2.feature_extraction import Wav2Vec2FeatureExtractor
-    from wav2vec2.tokenization import Wav2Vec2CTCTokenizer
-
-    def forward(input_values, attention_mask):
-        mask = None if attention_mask is None else torch.from_numpy(attention_mask)
-        with torch.no_grad():
-            return model(torch.from_numpy(input_values), attention_mask=mask).logits.numpy()
-
-    return CTCModel(
-        Wav2Vec2Config.from_pretrained(directory),
-        Wav2Vec2FeatureExtractor.from_pretrained(directory),
-        Wav2Vec2CTCTokenizer.from_pretrained(directory),
-        forward,
-    )
-
-
-def run_cli(capsys, *argv):
-    code = cli_main(["transcribe", *argv, "--no-progress"])
-    out, err = capsys.readouterr()
-    return code, out, err
+from wav2vec2.transcription import chunk_bounds, format_record, subtitle_cues, transcribe
 
 
 # ---------------------------------------------------------------------------------------- chunk plan (NumPy only)
@@ -214,7 +61,7 @@ def test_maskless_checkpoint_batches_only_equal_lengths(tmp_path, speech_files):
     import soundfile
 
     directory = str(tmp_path / "base")
-    model, processor = _save_reference_checkpoint(directory, local=False, arch="base")
+    model, processor = save_reference_checkpoint(directory, local=False, arch="base")
     ctc = reference_ctc_model(directory, model)
     assert not ctc.takes_attention_mask
     shapes = []
@@ -443,8 +290,258 @@ def test_long_file_is_streamed_and_agrees_with_unchunked(local_checkpoint, tmp_p
     def no_whole_reads(*args, **kwargs):
         raise AssertionError("the long file was read whole")
 
-    monkeypatch.setattr(transcription, "load_audio", no_whole_reads)
     monkeypatch.setattr(audio, "load_audio", no_whole_reads)
     (record,) = transcribe(path, model=reference_ctc_model(directory, model), chunk_length_s=4.0, stride_length_s=1.0)
     assert_same_transcript(record, expected)
     assert record["words"][-1]["end"] <= 20.0
+
+
+# ---------------------------------------------------------------------------------------- normalisation of long files
+def test_block_statistics_match_the_whole_waveform(rng):
+    """Merged per-block statistics equal the whole waveform's, even for a loud offset that a
+    sum of squares minus the squared mean would lose in cancellation."""
+    from wav2vec2.transcription.inputs import block_statistics
+
+    waveform = (100.0 + 0.01 * rng.standard_normal(100_003)).astype(np.float32)
+    stats = block_statistics(np.split(waveform, [1, 7000, 7001, 50_000]))
+    whole = waveform.astype(np.float64)
+    assert stats.count == waveform.size
+    assert stats.mean.dtype == stats.variance.dtype == np.float32
+    np.testing.assert_allclose(stats.mean, whole.mean(), rtol=1e-7)
+    np.testing.assert_allclose(stats.variance, whole.var(), rtol=1e-5)
+
+
+def test_streamed_chunks_are_the_whole_files_normalised_samples(checkpoint, tmp_path):
+    """A streamed file's chunks hold the whole file's normalised samples (float64 oracle), and a
+    worker that reads the file whole (read_normalised, the Ray path) gets exactly those samples."""
+    import soundfile
+
+    from wav2vec2.transcription.inputs import (
+        ChunkPlan, probe, read_normalised, should_stream, streamed_chunks, streamed_statistics,
+    )
+
+    directory, model, _ = checkpoint
+    ctc = reference_ctc_model(directory, model)
+    waveform = np.resize(to_16k(*speak(SENTENCES[0])), 11 * SR) * 3.0 + 0.05  # loud, with an offset
+    path = str(tmp_path / "long.wav")
+    soundfile.write(path, waveform, SR, subtype="FLOAT")
+    plan = ChunkPlan.from_seconds(ctc, 4.0, 1.0)
+    source = probe(0, path, SR)
+    assert should_stream(source, plan, SR)
+    chunks = list(streamed_chunks(ctc, plan, source, streamed_statistics(path, SR)))
+
+    whole = waveform.astype(np.float64)
+    expected = (whole - whole.mean()) / np.sqrt(whole.var() + 1e-7)
+    read_whole = read_normalised(ctc, plan, source)
+    assert len(chunks) == len(plan.bounds(waveform.size)) > 2
+    for chunk, (start, stop, keep) in zip(chunks, plan.bounds(waveform.size)):
+        assert chunk.keep == keep and chunk.values.dtype == np.float32
+        np.testing.assert_allclose(chunk.values, expected[start:stop], atol=2e-6)
+        np.testing.assert_array_equal(chunk.values, read_whole[start:stop])
+
+
+# ---------------------------------------------------------------------------------------- bad audio, bad options
+def test_nan_or_inf_audio_is_a_bad_input_named_in_its_record(checkpoint, speech_files, tmp_path):
+    """NaN/Inf samples: in a short file, in a long (streamed) one past its first chunks, in an
+    array and in a (waveform, rate) pair. Each is an error record naming it; the others are
+    transcribed as they are alone."""
+    import soundfile
+
+    directory, model, _ = checkpoint
+    ctc = reference_ctc_model(directory, model)
+    speech = soundfile.read(speech_files[0], dtype="float32")[0]
+    short = speech.copy()
+    short[1234] = np.nan
+    soundfile.write(tmp_path / "nan.wav", short, SR, subtype="FLOAT")
+    long = np.resize(speech, 10 * SR)
+    long[8 * SR] = np.inf
+    soundfile.write(tmp_path / "inf_long.wav", long, SR, subtype="FLOAT")
+    bad_pair = (np.where(np.arange(speech.size) == 99, -np.inf, speech), SR)
+    inputs = [str(tmp_path / "nan.wav"), speech_files[1], str(tmp_path / "inf_long.wav"), short, bad_pair, speech_files[2]]
+
+    records = transcribe(inputs, model=ctc, chunk_length_s=4.0, errors="return")
+    good = transcribe([speech_files[1], speech_files[2]], model=ctc, chunk_length_s=4.0)
+    assert [records[1], records[5]] == good
+    for index, where in [(0, "nan.wav"), (2, "inf_long.wav"), (3, "<array 3>"), (4, "<array 4>")]:
+        assert set(records[index]) == {"file", "error"}
+        assert where in records[index]["error"] and "NaN or infinite" in records[index]["error"]
+    assert "8.000 s" in records[2]["error"]  # where the bad sample is
+    with pytest.raises(AudioError, match="nan.wav: the audio holds NaN"):
+        transcribe(inputs, model=ctc, chunk_length_s=4.0)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(chunk_length_s=float("inf")), "chunk_length_s must be a finite number"),
+        (dict(chunk_length_s=float("nan")), "chunk_length_s must be a finite number"),
+        (dict(chunk_length_s=-1.0), "chunk_length_s must be a finite number"),
+        (dict(chunk_length_s=4.0, stride_length_s=float("inf")), "stride_length_s must be a finite number"),
+        (dict(chunk_length_s=4.0, stride_length_s=2.0), "must exceed twice stride_length_s"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=2.5), "batch_size must be a positive integer"),
+        (dict(batch_size=True), "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_options_are_refused_by_name(options, message, checkpoint, speech_files):
+    directory, model, _ = checkpoint
+    with pytest.raises(ValueError, match=message):
+        transcribe(speech_files[0], model=reference_ctc_model(directory, model), **options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(backend="mxnet"), "unknown backend 'mxnet'"),
+        (dict(precision="fp16"), "unknown precision 'fp16'"),
+        (dict(backend="flax", precision="int8"), "'int8' has no Flax path"),
+        (dict(precision="int8", device="cuda"), "int8.*CPU only"),
+        (dict(device="bogus"), "device 'bogus' cannot be used with the torch backend"),
+        (dict(backend="tensorflow", device="bogus"), "device 'bogus' cannot be used with the tensorflow backend"),
+        (dict(backend="tensorflow", device="/GPU:7"), "no GPU device here"),
+        (dict(backend="flax", device="bogus"), "device 'bogus' cannot be used with the flax backend"),
+    ],
+)
+def test_bad_models_backends_and_devices_are_refused_by_name(options, message, checkpoint):
+    from wav2vec2.transcription import load_ctc_model
+
+    backend = options.get("backend", "torch")
+    if backend in BACKEND_MODULES:
+        pytest.importorskip(BACKEND_MODULES[backend])
+    with pytest.raises(ValueError, match=message):
+        load_ctc_model(checkpoint[0], **options)
+
+
+# ---------------------------------------------------------------------------------------- reduced precision
+@pytest.mark.parametrize("backend, precision", [
+    ("torch", "bf16"), ("torch", "int8"), ("tensorflow", "bf16"), ("tensorflow", "int8"), ("flax", "bf16"),
+])
+def test_reduced_precision_agrees_with_fp32(backend, precision, checkpoint, speech_files):
+    """bf16 and int8 greedy ids agree with fp32 on at least 97% of the frames of the test speech,
+    and wherever they differ fp32's best two labels were within 1.0 of each other (near-ties:
+    the random test model has many). Identical transcripts need a trained model (not here)."""
+    _require_backend(backend)
+    from wav2vec2.transcription import load_ctc_model
+    from wav2vec2.transcription.inputs import ChunkPlan, probe, read_normalised
+
+    directory = checkpoint[0]
+    full = load_ctc_model(directory, backend)
+    reduced = load_ctc_model(directory, backend, precision=precision)
+    values = [read_normalised(full, ChunkPlan(full.config, None), probe(0, path, SR)) for path in speech_files]
+    batch = full.feature_extractor.pad({"input_values": values}, return_attention_mask=True, return_tensors="np")
+    expected = full.forward(batch["input_values"], batch["attention_mask"])  # one shape: one compilation
+    try:
+        logits = reduced.forward(batch["input_values"], batch["attention_mask"])
+    except TypeError as e:  # the torch backend's fused q/k/v reads .weight of a quantized Linear
+        pytest.xfail(f"{backend} {precision}: {e} (issue 11 makes the backend quantizable)")
+    assert logits.dtype == np.float32 and logits.shape == expected.shape
+    frames = feat_extract_output_lengths(full.config, np.asarray([v.size for v in values]))
+    valid = np.arange(expected.shape[1])[None, :] < frames[:, None]  # (batch, frames)
+    expected, logits = expected[valid], logits[valid]  # (valid frames, vocab)
+    top2 = np.sort(expected, axis=-1)[:, -2:]
+    differ = expected.argmax(-1) != logits.argmax(-1)
+    assert np.all(top2[differ, 1] - top2[differ, 0] < 1.0)
+    assert 1 - differ.mean() >= 0.97
+
+
+# ---------------------------------------------------------------------------------------- results files
+def _records(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8").read().splitlines()]
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_results_file_is_resumed_without_duplicates_or_cut_lines(checkpoint, speech_files, tmp_path):
+    """A rerun skips files done (same path, same bytes), drops a line cut short, redoes a file
+    whose bytes changed, and keeps error records as done."""
+    import shutil
+
+    from wav2vec2.transcription import transcribe_to_file
+
+    directory, model, _ = checkpoint
+    ctc = reference_ctc_model(directory, model)
+    files = [str(tmp_path / f"{i}.wav") for i in range(3)]
+    for source, copy in zip(speech_files, files):
+        shutil.copy(source, copy)
+    missing = str(tmp_path / "missing.wav")
+    output = tmp_path / "results.jsonl"
+
+    first = transcribe_to_file([files[0], missing, files[1]], output, ctc)
+    assert (first.done, first.failed, first.skipped) == (2, 1, 0)
+    expected = transcribe([files[0], missing, files[1]], model=ctc, errors="return")
+    assert _records(output) == [
+        {**expected[0], "sha256": _sha256(files[0])},
+        {**expected[1], "sha256": None},
+        {**expected[2], "sha256": _sha256(files[1])},
+    ]
+    with open(output, "ab") as f:  # what a kill in the middle of a write would leave
+        f.write(b'{"file": "' + files[2].encode() + b'", "text": "ab')
+    shutil.copy(speech_files[2], files[0])  # the first file's audio changes
+
+    second = transcribe_to_file([missing, *files, files[1]], output, ctc)
+    assert (second.done, second.failed, second.skipped) == (2, 0, 2)
+    records = _records(output)  # parses: the cut line is gone
+    assert len(records) == 5
+    assert {(r["file"], r["sha256"]) for r in records[3:]} == {(files[0], _sha256(files[0])), (files[2], _sha256(files[2]))}
+    assert [r for r in records[3:] if r["file"] == files[2]] == [{**transcribe(files[2], model=ctc)[0], "sha256": _sha256(files[2])}]
+
+
+def test_results_file_refuses_foreign_files_a_second_writer_and_undoes_a_failed_write(tmp_path, monkeypatch):
+    import errno
+
+    from wav2vec2.transcription import ResultsFile, ResultsFileError
+
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_bytes(b'{"file": "a.wav", "sha256": null}\n[1, 2]\n')
+    with pytest.raises(ResultsFileError, match="notes.jsonl: line 2 is not a record"):
+        ResultsFile(foreign)
+    assert foreign.read_bytes() == b'{"file": "a.wav", "sha256": null}\n[1, 2]\n'
+
+    path = tmp_path / "results.jsonl"
+    with ResultsFile(path) as results:
+        results.append({"file": "a.wav", "text": "a", "words": [], "sha256": "00"})
+        with pytest.raises(ResultsFileError, match="another run is writing"):
+            ResultsFile(path)
+        real_write = os.write
+
+        def half_then_full(fd, data):  # the disk fills up in the middle of a line
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", half_then_full)
+        with pytest.raises(ResultsFileError, match="cannot write .*results.jsonl: No space left on device"):
+            results.append({"file": "b.wav", "text": "b", "words": [], "sha256": "01"})
+        monkeypatch.undo()
+        assert path.read_bytes() == b'{"file": "a.wav", "text": "a", "words": [], "sha256": "00"}\n'
+        assert results.is_done("a.wav", "00") and not results.is_done("b.wav", "01")
+    with ResultsFile(path) as again:  # the lock went with the first
+        assert again.is_done(os.path.abspath("a.wav"), "00")
+
+
+def test_ray_and_the_frameworks_are_imported_only_when_used():
+    """The transcription package and its command line import neither Ray nor a framework by themselves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wav2vec2.transcription, wav2vec2.transcription.cli; "
+        "print(sorted(m for m in ('ray', 'torch', 'tensorflow', 'jax') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.stdout.strip() == "[]"
+
+
+def test_inputs_that_are_not_waveforms_are_named_error_records(checkpoint, speech_files):
+    directory, model, _ = checkpoint
+    ctc = reference_ctc_model(directory, model)
+    odd = [{"samples": 1}, (np.zeros(4000), "fast"), (np.zeros(4000), -8000), np.zeros((3, 4000)), np.zeros(0), np.zeros(100)]
+    records = transcribe([*odd, speech_files[0]], model=ctc, errors="return")
+    for index, record in enumerate(records[:-1]):
+        assert set(record) == {"file", "error"} and record["error"].startswith(f"<array {index}>: ")
+    assert "receptive field" in records[5]["error"]
+    assert records[-1] == transcribe(speech_files[0], model=ctc)[0]

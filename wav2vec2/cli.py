@@ -6,17 +6,18 @@ Each sub-command lives in its own module, which provides ``add_arguments(parser)
 Exit statuses: 0 success; 1 bad input (an audio file, a data row, a full disk); 2 bad options or a bad
 model (argparse's own status for bad options). A sub-command raises ``UsageError`` or ``InputError``
 to choose; any other error still ends in one line on stderr, never a traceback (set
-``WAV2VEC2_TRACEBACK=1`` to see one).
+``WAV2VEC2_TRACEBACK=1`` to see one). ``main()`` returns the status, argparse's included.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
 COMMANDS = {
-    "transcribe": ("wav2vec2.transcription", "transcribe audio files with a CTC checkpoint"),
+    "transcribe": ("wav2vec2.transcription.cli", "transcribe audio files with a CTC checkpoint"),
     "convert": ("wav2vec2.conversion", "convert a checkpoint to another framework's format"),
     "conformance": ("conformance.runner", "check that the installed backends compute the same thing"),
 }
@@ -34,8 +35,45 @@ class InputError(Exception):
     exit_status = 1
 
 
+def _number(kind, text: str, smallest, inclusive: bool, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < smallest or (value == smallest and not inclusive):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, 1, True, "a positive integer")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, 0.0, False, "a finite number > 0")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no inf, no nan)."""
+    return _number(float, text, -math.inf, True, "a finite number")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (no inf, no nan)."""
+    return _number(float, text, 0.0, True, "a finite number >= 0")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error as one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="wav2vec2", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="wav2vec2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -45,7 +83,10 @@ def main(argv=None) -> int:
             module = importlib.import_module(module_name)
             module.add_arguments(command)
             command.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its one-line error (status 2) or the help (0)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args._run(args) or 0)
     except (UsageError, InputError) as e:

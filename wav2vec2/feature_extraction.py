@@ -230,9 +230,16 @@ def as_waveform_batch(raw_speech) -> List[np.ndarray]:
     return [_as_waveform(raw_speech, 0)]
 
 
-def zero_mean_unit_var(waveform: np.ndarray) -> np.ndarray:
-    """(samples,) -> the same samples with zero mean and unit variance (float32, as the reference)."""
-    return (waveform - waveform.mean()) / np.sqrt(waveform.var() + NORM_EPS)
+def zero_mean_unit_var(waveform: np.ndarray, mean=None, variance=None) -> np.ndarray:
+    """(samples,) -> the same samples with zero mean and unit variance (float32, as the reference).
+
+    ``mean`` and ``variance`` default to the waveform's own. A piece of a longer utterance read in
+    blocks (long audio, streamed) passes the whole utterance's, as float32 scalars, so that every
+    piece goes through this one formula with the same statistics.
+    """
+    mean = waveform.mean() if mean is None else mean
+    variance = waveform.var() if variance is None else variance
+    return (waveform - mean) / np.sqrt(variance + NORM_EPS)
 
 
 # ---------------------------------------------------------------------------------------- extractor

@@ -1,0 +1,200 @@
+"""A CTC checkpoint ready to transcribe: its config, processor and a NumPy forward in one backend.
+
+Each backend is one loader in ``LOADERS``: ``loader(model, config, device, precision, hub_kwargs)``
+returns ``forward(input_values, attention_mask) -> logits`` on NumPy arrays. The rest of the
+pipeline sees only that function, so another runtime (an exported model, say) is one more entry.
+config.json is read once, here, and handed to the backend.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..config import Wav2Vec2Config
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+# (input_values (batch, samples) float32, attention_mask (batch, samples) int32 or None)
+#   -> logits (batch, frames, vocab) float32
+ForwardFn = Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]
+
+
+@dataclass
+class CTCModel:
+    """A loaded CTC checkpoint: its config, feature extractor, tokenizer and a NumPy ``forward``."""
+
+    config: Wav2Vec2Config
+    feature_extractor: object  # wav2vec2.feature_extraction.Wav2Vec2FeatureExtractor
+    tokenizer: object  # wav2vec2.tokenization.Wav2Vec2CTCTokenizer
+    forward: ForwardFn
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    @property
+    def takes_attention_mask(self) -> bool:
+        return bool(self.feature_extractor.return_attention_mask)
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.config.inputs_to_logits_ratio
+
+    @property
+    def seconds_per_frame(self) -> float:
+        """Output frame offsets times this are seconds."""
+        return self.samples_per_frame / self.sampling_rate
+
+
+def _device_error(backend: str, device, error: Exception) -> ValueError:
+    return ValueError(f"device {device!r} cannot be used with the {backend} backend: {error}")
+
+
+def _torch_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
+    import torch
+
+    from ..backends.torch import Wav2Vec2ForCTC
+
+    try:
+        device = torch.device(device or "cpu")
+    except RuntimeError as e:
+        raise _device_error("torch", device, e) from None
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' (dynamic quantization) runs on the CPU only, not on {device}")
+    network = Wav2Vec2ForCTC.from_pretrained(model, config=config, **hub_kwargs).eval()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if precision == "int8":  # Linear weights in int8, activations quantized on the fly
+        network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+    else:
+        try:
+            network = network.to(device=device, dtype=dtype)
+        except (RuntimeError, AssertionError) as e:  # e.g. "Torch not compiled with CUDA enabled"
+            raise _device_error("torch", str(device), e) from None
+
+    def forward(input_values, attention_mask):
+        with torch.inference_mode():
+            values = torch.from_numpy(input_values).to(device=device, dtype=dtype)
+            mask = None if attention_mask is None else torch.from_numpy(attention_mask).to(device)
+            return network(values, attention_mask=mask).logits.float().cpu().numpy()
+
+    return forward
+
+
+@contextlib.contextmanager
+def _keras_dtype_policy(policy: Optional[str]):
+    """Layers built inside take ``policy`` (Keras reads its global policy when a layer is made)."""
+    if policy is None:
+        yield
+        return
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _tensorflow_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
+    import tensorflow as tf
+
+    from ..backends.tensorflow import Wav2Vec2ForCTC
+
+    if device:
+        try:
+            spec = tf.DeviceSpec.from_string(device)
+        except ValueError as e:
+            raise _device_error("tensorflow", device, e) from None
+        kinds = {d.device_type for d in tf.config.list_logical_devices()}
+        if spec.device_type and spec.device_type.upper() not in kinds:
+            # TensorFlow would silently place everything elsewhere.
+            raise _device_error("tensorflow", device, f"no {spec.device_type} device here (have {sorted(kinds)})")
+
+    def on_device():  # None: TensorFlow's own placement (a GPU when there is one)
+        return tf.device(device) if device else contextlib.nullcontext()
+
+    # bf16: Keras mixed precision (bfloat16 compute, float32 variables).
+    with on_device(), _keras_dtype_policy("mixed_bfloat16" if precision == "bf16" else None):
+        network = Wav2Vec2ForCTC.from_pretrained(model, config=config, **hub_kwargs)
+        if precision == "int8":  # Keras' own int8 weights for Dense and EinsumDense layers
+            with warnings.catch_warnings():  # one per layer that has no int8 form (convs, norms): noise
+                warnings.simplefilter("ignore", UserWarning)
+                network.quantize("int8")
+
+    def forward(input_values, attention_mask):
+        with on_device():
+            mask = None if attention_mask is None else tf.constant(attention_mask)
+            logits = network(tf.constant(input_values), attention_mask=mask).logits
+            return np.asarray(tf.cast(logits, tf.float32))
+
+    return forward
+
+
+def _flax_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
+    import jax
+    import jax.numpy as jnp
+
+    from ..backends.flax import Wav2Vec2ForCTC
+
+    if precision == "int8":
+        raise ValueError("precision 'int8' has no Flax path; use fp32 or bf16, or the torch or tensorflow backend")
+    target = None  # "cpu", "gpu" or "gpu:1" -> a jax device; None leaves jax's default
+    if device:
+        platform, _, index = str(device).partition(":")
+        try:
+            target = jax.devices(platform)[int(index or 0)]
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise _device_error("flax", device, e) from None
+    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+    network = Wav2Vec2ForCTC.from_pretrained(model, config=config, dtype=dtype, **hub_kwargs)
+
+    def forward(input_values, attention_mask):
+        values = jax.device_put(input_values, target)
+        mask = None if attention_mask is None else jax.device_put(attention_mask, target)
+        return np.asarray(network(values, attention_mask=mask, train=False).logits, dtype=np.float32)
+
+    return forward
+
+
+LOADERS = {"torch": _torch_forward, "tensorflow": _tensorflow_forward, "flax": _flax_forward}
+BACKENDS = tuple(LOADERS)
+
+
+def load_processor(model, **hub_kwargs):
+    """(config, feature extractor, tokenizer) of a checkpoint, without its weights."""
+    from ..feature_extraction import Wav2Vec2FeatureExtractor
+    from ..tokenization import Wav2Vec2CTCTokenizer
+
+    config = Wav2Vec2Config.from_pretrained(model, **hub_kwargs)
+    return (
+        config,
+        Wav2Vec2FeatureExtractor.from_pretrained(model, **hub_kwargs),
+        Wav2Vec2CTCTokenizer.from_pretrained(model, **hub_kwargs),
+    )
+
+
+def load_ctc_model(
+    model, backend: str = "torch", device: Optional[str] = None, precision: str = "fp32", **hub_kwargs
+) -> CTCModel:
+    """Load a CTC checkpoint (directory or hub id) with one backend, plus its processor.
+
+    precision: "fp32"; "bf16" (bfloat16 weights and compute: torch casts the model, TensorFlow uses
+    Keras' mixed_bfloat16 policy, Flax computes in bfloat16); "int8" (dynamic int8 quantization of
+    the linear layers: torch on the CPU, TensorFlow via Keras; Flax has none). Logits are float32.
+    Raises ValueError for an unknown backend or precision, an unusable device or a missing framework.
+    """
+    if backend not in LOADERS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    config, feature_extractor, tokenizer = load_processor(model, **hub_kwargs)
+    try:
+        forward = LOADERS[backend](model, config, device, precision, hub_kwargs)
+    except ImportError as e:
+        raise ValueError(f"backend {backend!r} is not available: {e}") from None
+    return CTCModel(config, feature_extractor, tokenizer, forward)
