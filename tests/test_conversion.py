@@ -707,6 +707,20 @@ def test_fairseq_checkpoint_converts_to_a_directory_that_transcribes(tmp_path, n
     capsys.readouterr()
     assert main(["transcribe", str(wav), "--model", str(out), "--no-progress"]) == 0
     assert capsys.readouterr().out == expected_text + "\n"
+    # The .pt and its dictionary transcribe directly, without converting first.
+    assert main(["transcribe", str(wav), "--model", str(pt_path), "--dict", str(dict_path), "--no-progress"]) == 0
+    assert capsys.readouterr().out == expected_text + "\n"
+
+
+def test_transcribing_a_fairseq_checkpoint_needs_its_dictionary(tmp_path, capsys):
+    pytest.importorskip("soundfile")
+    pt_path, dict_path, *_ = fairseq_finetuned_checkpoint(tmp_path, "wav2vec_small_960h")
+    wav = tmp_path / "speech.wav"
+    import soundfile
+
+    soundfile.write(wav, np.zeros(3200, dtype=np.float32), 16000)
+    assert main(["transcribe", str(wav), "--model", str(pt_path), "--no-progress"]) == 2
+    assert "--dict" in capsys.readouterr().err
 
 
 def test_from_fairseq_gives_the_pieces_from_python(tmp_path):

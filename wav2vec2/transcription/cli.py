@@ -25,7 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, mp3; any rate and channel count)")
     parser.add_argument("--manifest", help="a file listing audio paths, one a line (or JSON lines with \"audio_filepath\")")
     parser.add_argument("--input-dir", help="transcribe every audio file under this directory")
-    parser.add_argument("--model", required=True, help="CTC checkpoint directory or hub id")
+    parser.add_argument("--model", required=True, help="CTC checkpoint directory or hub id, or a fairseq .pt (with --dict)")
+    parser.add_argument("--dict", dest="dictionary", default=None,
+                        help="the fairseq fine-tuning dictionary (dict.ltr.txt) of a --model .pt file")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (torch); /GPU:0 (tensorflow); gpu (flax)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -122,7 +124,8 @@ def run(args) -> int:
         raise UsageError("--actors, --gpus-per-actor and --cpus-per-actor need --ray")
     files = _inputs(args)
     options = dict(
-        backend=args.backend, device=args.device, precision=args.precision, batch_size=args.batch_size,
+        backend=args.backend, device=args.device, precision=args.precision, dictionary=args.dictionary,
+        batch_size=args.batch_size,
         chunk_length_s=args.chunk_length_s, stride_length_s=args.stride_length_s,
         lm=args.lm, beam_width=args.beam_width, alpha=args.alpha, beta=args.beta,
         hotwords=args.hotwords, hotword_weight=args.hotword_weight,

@@ -8,6 +8,7 @@ config.json is read once, here, and handed to the backend.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -165,11 +166,29 @@ LOADERS = {"torch": _torch_forward, "tensorflow": _tensorflow_forward, "flax": _
 BACKENDS = tuple(LOADERS)
 
 
-def load_processor(model, **hub_kwargs):
-    """(config, feature extractor, tokenizer) of a checkpoint, without its weights."""
+def is_fairseq_checkpoint(model) -> bool:
+    """A fairseq ``.pt``/``.pth`` file (its weights load through ``wav2vec2.io``; its processor is built here)."""
+    return isinstance(model, (str, os.PathLike)) and os.path.isfile(model) and os.fspath(model).endswith((".pt", ".pth"))
+
+
+def load_processor(model, dictionary=None, **hub_kwargs):
+    """(config, feature extractor, tokenizer) of a checkpoint, without its weights.
+
+    A fairseq ``.pt`` file has no processor files: its settings come from its cfg and its vocabulary
+    from ``dictionary`` (the fine-tuning run's ``dict.ltr.txt``), as ``wav2vec2 convert --dict`` does.
+    """
     from ..feature_extraction import Wav2Vec2FeatureExtractor
     from ..tokenization import Wav2Vec2CTCTokenizer
 
+    if is_fairseq_checkpoint(model):
+        from ..conversion import from_fairseq
+
+        if dictionary is None:
+            raise ValueError(f"{model}: a fairseq checkpoint needs its dictionary to decode: pass --dict dict.ltr.txt")
+        config, _, feature_extractor, tokenizer = from_fairseq(model, dictionary)
+        return config, feature_extractor, tokenizer
+    if dictionary is not None:
+        raise ValueError("--dict is for fairseq .pt checkpoints; this model has its own vocabulary")
     config = Wav2Vec2Config.from_pretrained(model, **hub_kwargs)
     return (
         config,
@@ -179,9 +198,11 @@ def load_processor(model, **hub_kwargs):
 
 
 def load_ctc_model(
-    model, backend: str = "torch", device: Optional[str] = None, precision: str = "fp32", **hub_kwargs
+    model, backend: str = "torch", device: Optional[str] = None, precision: str = "fp32", dictionary=None,
+    **hub_kwargs,
 ) -> CTCModel:
-    """Load a CTC checkpoint (directory or hub id) with one backend, plus its processor.
+    """Load a CTC checkpoint (directory, hub id, or fairseq ``.pt`` with its ``dictionary``) with one
+    backend, plus its processor.
 
     precision: "fp32"; "bf16" (bfloat16 weights and compute: torch casts the model, TensorFlow uses
     Keras' mixed_bfloat16 policy, Flax computes in bfloat16); "int8" (dynamic int8 quantization of
@@ -192,7 +213,7 @@ def load_ctc_model(
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    config, feature_extractor, tokenizer = load_processor(model, **hub_kwargs)
+    config, feature_extractor, tokenizer = load_processor(model, dictionary, **hub_kwargs)
     try:
         forward = LOADERS[backend](model, config, device, precision, hub_kwargs)
     except ImportError as e:

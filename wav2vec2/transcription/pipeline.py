@@ -207,6 +207,7 @@ def make_transcriber(
     backend: str = "torch",
     device: Optional[str] = None,
     precision: str = "fp32",
+    dictionary: Optional[str] = None,
     batch_size: int = 8,
     chunk_length_s: Optional[float] = 20.0,
     stride_length_s: Optional[float] = None,
@@ -221,7 +222,7 @@ def make_transcriber(
     """A Transcriber from ``transcribe``'s options; the options are checked before the model loads."""
     check_batch_size(batch_size)
     if not isinstance(model, CTCModel):
-        model = load_ctc_model(model, backend, device, precision)
+        model = load_ctc_model(model, backend, device, precision, dictionary)
     decoder = Decoder.from_options(model, lm, beam_width, alpha, beta, hotwords, hotword_weight)
     return Transcriber(model, batch_size, chunk_length_s, stride_length_s, decoder, progress)
 

@@ -139,7 +139,7 @@ class RayTranscription:
             raise ValueError(f"unknown precision {options['precision']!r}; expected one of {PRECISIONS}")
         self.batch_size = check_batch_size(options.get("batch_size", 8))
         # The driver reads the model's processor only (no weights), to read files as the actors cut them.
-        self.processor = CTCModel(*load_processor(model), forward=None)
+        self.processor = CTCModel(*load_processor(model, options.get("dictionary")), forward=None)
         self.plan = ChunkPlan.from_seconds(self.processor, options.get("chunk_length_s", 20.0), options.get("stride_length_s"))
         if os.path.isdir(model):  # actors start elsewhere: local files go to them as absolute paths
             model = os.path.abspath(model)
