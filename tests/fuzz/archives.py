@@ -76,7 +76,7 @@ class Pickle:
         w = self.out.write
         shareable = isinstance(value, (list, dict, tuple, Tensor, Call)) and value != ()
         if shareable and id(value) in self.memo:
-            w(b"j" + struct.pack("<I", self.memo[id(value)]))  # LONG_BINGET
+            w(b"j" + struct.pack("<I", self.memo[id(value)][0]))  # LONG_BINGET
             return
         if value is None:
             w(b"N")
@@ -143,8 +143,8 @@ class Pickle:
             self.memoize(value)
 
     def memoize(self, value):
-        self.memo[id(value)] = len(self.memo)
-        self.out.write(b"r" + struct.pack("<I", self.memo[id(value)]))  # LONG_BINPUT
+        self.memo[id(value)] = (len(self.memo), value)  # the value kept alive, so its id stays its own
+        self.out.write(b"r" + struct.pack("<I", self.memo[id(value)][0]))  # LONG_BINPUT
 
     def tensor(self, t: Tensor):
         w = self.out.write
