@@ -114,8 +114,8 @@ def packed(tree):
 @pytest.mark.parametrize("tree, message", [
     ({"a": {"b": "text"}}, r"a/b is a str, not an array"),
     ({"a": {"b/c": np.ones(2)}}, r"key 'b/c' in a is not a plain name"),
-    ({"a": {"__msgpack_chunked_array__": True, "shape": [4]}}, r"array a: a chunked array record needs"),
-    ({"a": {"__msgpack_chunked_array__": True, "shape": [5], "chunks": {"0": np.ones(4)}}}, r"array a: chunks of 4 elements"),
+    ({"a": {"__msgpack_chunked_array__": True, "shape": {"0": 4}}}, r"array a: a chunked array record needs"),
+    ({"a": {"__msgpack_chunked_array__": True, "shape": {"0": 5}, "chunks": {"0": np.ones(4)}}}, r"array a: chunks of 4 elements"),
 ], ids=["leaf", "slash", "chunk-keys", "chunk-size"])
 def test_msgpack_trees_are_checked_naming_the_leaf(tmp_path, tree, message):
     path = tmp_path / "flax_model.msgpack"
@@ -207,3 +207,18 @@ def test_a_weight_in_two_shards_and_a_missing_shard_are_errors(sharded):
     os.remove(directory / second)
     with pytest.raises(FileNotFoundError, match=second):
         read_state_dict(index)
+
+
+def test_chunked_arrays_are_written_and_read_as_flax_does(tmp_path, monkeypatch):
+    """flax writes arrays over 1 GiB as chunks with the shape as {"0": n, ...}; the old writer wrote a
+    list, which flax cannot read (shown here with a 16-byte chunk limit)."""
+    serialization = pytest.importorskip("flax.serialization")
+    monkeypatch.setattr(flax_msgpack, "_CHUNK_BYTES", 16)
+    state = {"masked_spec_embed": np.arange(10, dtype=np.float32)}
+    (path,) = write_state_dict(state, tmp_path, format="flax")
+    restored = serialization.msgpack_restore(path.read_bytes())
+    np.testing.assert_array_equal(restored["masked_spec_embed"], state["masked_spec_embed"])
+    np.testing.assert_array_equal(read_state_dict(tmp_path)["masked_spec_embed"], state["masked_spec_embed"])
+    monkeypatch.setattr(serialization, "MAX_CHUNK_SIZE", 16)  # and what flax chunks, we read
+    path.write_bytes(serialization.msgpack_serialize(dict(state)))
+    np.testing.assert_array_equal(read_state_dict(tmp_path)["masked_spec_embed"], state["masked_spec_embed"])

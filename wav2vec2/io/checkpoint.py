@@ -1,6 +1,7 @@
 """Read whichever weight file a checkpoint holds into the canonical layout, and write any of them back."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -125,10 +126,14 @@ def _read_index(index_path: Path, shard_path) -> Dict[str, np.ndarray]:
     return state
 
 
-def _local_shard(index_path: Path):
-    def shard_path(shard: str) -> Path:
-        path = index_path.parent / shard
-        if not path.is_file():
+def _shards_of(index_path: Path, locate):
+    """``locate(shard)`` -> the shard's path, with a missing shard named by the index that lists it."""
+    def shard_path(shard: str):
+        try:
+            path = locate(shard)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{index_path}: shard {shard!r} listed in the index is missing ({e})") from None
+        if not Path(path).is_file():
             raise FileNotFoundError(f"{index_path}: shard {shard!r} listed in the index is missing")
         return path
 
@@ -145,7 +150,7 @@ def read_state_dict(path_or_repo_id, **hub_kwargs) -> Dict[str, np.ndarray]:
     if os.path.isfile(path_or_repo_id):
         path = Path(path_or_repo_id)
         if path.name.endswith(INDEX_SUFFIX):
-            return _read_index(path, _local_shard(path))
+            return _read_index(path, _shards_of(path, lambda shard: path.parent / shard))
         return _read_single(path)
 
     for filename in WEIGHT_FILES:
@@ -153,7 +158,8 @@ def read_state_dict(path_or_repo_id, **hub_kwargs) -> Dict[str, np.ndarray]:
         if found is None:
             continue
         if filename.endswith(INDEX_SUFFIX):
-            return _read_index(Path(found), lambda shard: resolve_file(path_or_repo_id, shard, **hub_kwargs))
+            locate = functools.partial(resolve_file, path_or_repo_id, **hub_kwargs)
+            return _read_index(Path(found), _shards_of(Path(found), locate))
         return _read_single(Path(found))
     raise FileNotFoundError(f"{path_or_repo_id}: no weight file found; looked for {', '.join(WEIGHT_FILES)}")
 

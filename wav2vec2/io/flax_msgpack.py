@@ -2,7 +2,7 @@
 
 Arrays are msgpack extension objects (code 1) holding ``(shape, dtype name, C-order bytes)``;
 NumPy scalars use code 3; arrays over 1 GiB are split into ``{"__msgpack_chunked_array__": True,
-"shape": ..., "chunks": {"0": ..., ...}}``.
+"shape": {"0": n0, ...}, "chunks": {"0": flat part, ...}}`` (tuples as dicts of their indices).
 """
 from __future__ import annotations
 
@@ -75,15 +75,21 @@ def _pack_array(array):
     return msgpack.ExtType(_EXT_NDARRAY, payload)
 
 
+def _as_tuple(node):
+    """flax writes tuples as {"0": ..., "1": ...}; None when ``node`` is not one."""
+    if not isinstance(node, dict) or set(node) != {str(i) for i in range(len(node))}:
+        return None
+    return tuple(node[str(i)] for i in range(len(node)))
+
+
 def _unchunk(node: dict, where: str):
     """A chunked array record (flax writes arrays over 1 GiB so) joined into one array."""
-    shape = _shape(node.get("shape"))
-    chunks = node.get("chunks")
-    if set(node) != {_CHUNKED, "shape", "chunks"} or shape is None or not isinstance(chunks, dict) \
-            or set(chunks) != {str(i) for i in range(len(chunks))}:
+    shape = _as_tuple(node.get("shape"))
+    shape = None if shape is None else _shape(shape)
+    parts = _as_tuple(node.get("chunks"))
+    if set(node) != {_CHUNKED, "shape", "chunks"} or shape is None or not parts:
         raise ValueError(f"array {where}: a chunked array record needs a shape and chunks '0'..'n'")
-    parts = [chunks[str(i)] for i in range(len(chunks))]
-    if not parts or not all(type(p) is np.ndarray and p.dtype == parts[0].dtype for p in parts):
+    if not all(type(p) is np.ndarray and p.dtype == parts[0].dtype for p in parts):
         raise ValueError(f"array {where}: chunks that are not arrays of one dtype")
     if sum(p.size for p in parts) != int(np.prod(shape, dtype=object)):
         raise ValueError(f"array {where}: chunks of {sum(p.size for p in parts)} elements for shape {shape}")
@@ -133,7 +139,7 @@ def _chunk(node):
     flat = array.ravel()
     per_chunk = _CHUNK_BYTES // array.itemsize
     chunks = {str(i): flat[start:start + per_chunk] for i, start in enumerate(range(0, flat.size, per_chunk))}
-    return {"__msgpack_chunked_array__": True, "shape": list(array.shape), "chunks": chunks}
+    return {_CHUNKED: True, "shape": {str(i): n for i, n in enumerate(array.shape)}, "chunks": chunks}
 
 
 def read_flax_tree(path) -> dict:
