@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import Optional
@@ -228,7 +229,8 @@ def rezip(data: bytes, replace: dict) -> bytes:
     """The same zip with some records' bytes replaced (and their CRCs recomputed)."""
     source = zipfile.ZipFile(io.BytesIO(data))
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as archive:
+        warnings.simplefilter("ignore")  # a duplicate name stays duplicated
         for info in source.infolist():
             archive.writestr(info, replace.get(info.filename, source.read(info)))
     return buffer.getvalue()

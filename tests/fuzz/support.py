@@ -44,7 +44,7 @@ def _tensor_summary(tensor):
 
     tensor = tensor.detach()
     name = str(tensor.dtype).removeprefix("torch.")
-    data = tensor.contiguous().reshape(-1)
+    data = torch.empty(tensor.shape, dtype=tensor.dtype).copy_(tensor).reshape(-1)  # fresh strides, even for size-1 dims
     if tensor.dtype == torch.bool:
         data = data.to(torch.uint8)
     raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""

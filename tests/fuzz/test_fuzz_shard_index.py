@@ -40,7 +40,21 @@ shard_names = st.sampled_from([*SHARDS, "../decoy.safetensors", "/etc/passwd", "
                                "sub\\model-00003.safetensors", ""]) | json_values
 weight_names = st.sampled_from(["encoder.layer_norm.weight", "encoder.layer_norm.bias", "masked_spec_embed", "decoy.weight",
                                 "absent"]) | st.text(max_size=6)
+PAIRS = [(weight, shard) for shard, state in SHARDS.items() for weight in state]
+
+
+@st.composite
+def near_valid_maps(draw):
+    """The weights of some shards, as an index lists them, with at most one entry changed."""
+    weight_map = dict(draw(st.lists(st.sampled_from(PAIRS), min_size=1, unique=True)))
+    if draw(st.booleans()):
+        weight_map[draw(weight_names)] = draw(shard_names)
+    return weight_map
+
+
 indices = st.one_of(
+    st.fixed_dictionaries({"weight_map": near_valid_maps()}, optional={"metadata": json_values}),
+    st.fixed_dictionaries({"weight_map": near_valid_maps()}),
     st.fixed_dictionaries({"weight_map": st.dictionaries(weight_names, shard_names, max_size=4)},
                           optional={"metadata": json_values}),
     st.fixed_dictionaries({"weight_map": json_values}),

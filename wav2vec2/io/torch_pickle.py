@@ -544,6 +544,8 @@ def _check_view(numel: int, offset, size, stride):
         return f"{len(size)} dimensions (NumPy holds at most {_MAX_NDIM})"
     if not all(_is_int(v) for v in (offset, *size, *stride)):
         return f"offset {_describe(offset)}, size {_describe(size)} or stride {_describe(stride)} is not an integer"
+    if not all(-_INT64_MAX - 1 <= v <= _INT64_MAX for v in (offset, *size, *stride)):
+        return f"offset {_describe(offset)}, size {_describe(size)} or stride {_describe(stride)} overflows int64"
     if len(size) != len(stride):
         return f"size {_describe(size)} and stride {_describe(stride)} differ in length"
     if any(n < 0 for n in size):
