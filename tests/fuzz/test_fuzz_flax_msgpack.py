@@ -120,13 +120,13 @@ def check(path, data):
     return status
 
 
-@fuzz_settings(max_examples=60)
+@fuzz_settings(max_examples=40)
 @given(data=saved())
 def test_flax_files_read_bit_exact(path, data):
     assert check(path, data) == "ok"
 
 
-@fuzz_settings(max_examples=200)
+@fuzz_settings(max_examples=150)
 @given(data=mutated())
 def test_mutated_msgpack_is_read_as_flax_reads_it_or_refused(path, data):
     check(path, data)

@@ -147,14 +147,14 @@ def check(worker, path):
     return status
 
 
-@fuzz_settings(max_examples=60)
+@fuzz_settings(max_examples=40)
 @given(layout=layouts())
 def test_keras_layout_files_read_bit_exact(worker, paths, layout):
     write(paths[0], *layout)
     assert check(worker, paths[0]) == "ok"
 
 
-@fuzz_settings(max_examples=120)
+@fuzz_settings(max_examples=100)
 @given(layout=layouts(), data=st.data())
 def test_changed_h5_files_are_read_as_h5py_reads_them_or_refused(worker, paths, layout, data):
     write(paths[0], *layout)

@@ -94,14 +94,14 @@ def check(path, data):
     return status
 
 
-@fuzz_settings(max_examples=60)
+@fuzz_settings(max_examples=40)
 @given(data=saved())
 def test_safetensors_files_read_bit_exact(path, data):
     status = check(path, data)
     assert status == "ok" or "F8_E4M3" in data[:2000].decode("latin1")
 
 
-@fuzz_settings(max_examples=200)
+@fuzz_settings(max_examples=150)
 @given(data=mutated())
 def test_mutated_safetensors_are_read_as_safetensors_reads_them_or_refused(path, data):
     check(path, data)

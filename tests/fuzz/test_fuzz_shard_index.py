@@ -71,7 +71,7 @@ def expected(index):
     return state
 
 
-@fuzz_settings(max_examples=250)
+@fuzz_settings(max_examples=150)
 @given(index=indices)
 def test_any_index_reads_its_shards_or_is_refused(checkpoint, index):
     path = checkpoint / "model.safetensors.index.json"

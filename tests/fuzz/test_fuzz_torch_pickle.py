@@ -217,19 +217,19 @@ def mutated(draw, archives):
 
 
 # ----------------------------------------------------------------------------------------- tests
-@fuzz_settings(max_examples=250)
+@fuzz_settings(max_examples=150)
 @given(data=generated_archives())
 def test_generated_archives_read_as_torch_reads_them(oracle, files, data):
     check(oracle, files, data)
 
 
-@fuzz_settings(max_examples=120)
+@fuzz_settings(max_examples=50)
 @given(data=torch_saved())
 def test_torch_saved_archives_read_bit_exact(oracle, files, data):
     assert check(oracle, files, data) == "ok"
 
 
-@fuzz_settings(max_examples=300)
+@fuzz_settings(max_examples=200)
 @given(data=mutated(st.one_of(generated_archives(), torch_saved())))
 def test_mutated_archives_are_read_as_torch_reads_them_or_refused(oracle, files, data):
     check(oracle, files, data)

@@ -237,7 +237,7 @@ class _Unpickler:
         if config_objects:
             ops.update({
                 b"\x8b": lambda: self._push(pickle.decode_long(self._bytes(self._length(struct.unpack("<i", self._bytes(4))[0])))),
-                b"0": lambda: self._stack.pop(),
+                b"0": self._pop,
                 b"1": self._pop_mark,
             })
         self._ops = {op[0]: handler for op, handler in ops.items()}
@@ -735,7 +735,7 @@ class _TorchZip:
         f.seek(0)
         archive = zipfile.ZipFile(f)
         infos = archive.infolist()
-        self._check_end_record(len(infos))
+        self._check_directory(infos, *self._check_end_record(len(infos)))
         if not infos or min(info.header_offset for info in infos) != 0:
             raise _Refused("the zip archive does not start at the file's first byte")
         names = [self._raw_name(info) for info in infos]
@@ -777,6 +777,24 @@ class _TorchZip:
             raise _Refused(f"the zip directory says {total} records and holds {count}")
         if cd_offset + cd_size != end:
             raise _Refused("the zip central directory is not where its end record says")
+        return cd_offset, cd_size
+
+    def _check_directory(self, infos, cd_offset: int, cd_size: int):
+        """Each central directory entry as declared, back to back, naming what zipfile read: Python
+        reads past a wrong name length where miniz refuses the archive."""
+        self._f.seek(cd_offset)
+        directory = self._f.read(cd_size)
+        at = 0
+        for info in infos:
+            header = directory[at:at + 46]
+            if len(header) != 46 or header[:4] != b"PK\x01\x02":
+                raise _Refused("a zip central directory entry is cut short")
+            name_length, extra_length, comment_length = struct.unpack("<3H", header[28:34])
+            if directory[at + 46:at + 46 + name_length] != self._raw_name(info) or struct.unpack("<H", header[34:36])[0]:
+                raise _Refused("a zip central directory entry does not hold the name it declares")
+            at += 46 + name_length + extra_length + comment_length
+        if at != cd_size:
+            raise _Refused("the zip central directory entries do not fill it")
 
     def has(self, name: str) -> bool:
         return (self._prefix + name.encode()).lower() in self._records
