@@ -3,6 +3,7 @@ import collections
 import contextlib
 import os
 import pickle
+import re
 import struct
 import zipfile
 
@@ -377,3 +378,38 @@ def test_memo_and_work_are_bounded(tmp_path):
     torch_like_zip(path, body)
     with pytest.raises(ValueError, match=r"more work than its size allows|unsupported pickle opcode"):
         torch_pickle.read_bin(path)
+
+
+# ------------------------------------------------------------------------- found by the fuzz suites
+def unreachable_invalid_tensor() -> bytes:
+    from fuzz.archives import Call, Pickle
+
+    p = Pickle()
+    p.emit(Call(Global("collections", "OrderedDict")))
+    p.out.write(b"(")
+    for tensor in (Tensor(numel=16, offset=4, size=(36,)), Tensor(numel=16, size=(4,))):
+        p.emit("w")  # the second "w" replaces the first: the invalid tensor is not in the result
+        p.emit(tensor)
+    p.out.write(b"u.")
+    return p.out.getvalue()
+
+
+def misdeclared_name_length(data: bytes) -> bytes:
+    at = data.rfind(b"PK\x01\x02")  # the last central directory entry: its name length grows to 7680
+    return data[:at + 28] + struct.pack("<H", struct.unpack("<H", data[at + 28:at + 30])[0] * 256) + data[at + 30:]
+
+
+@pytest.mark.parametrize("make, config", [
+    (lambda: Zip(b"0.").dumps(), True),  # POP on an empty stack (was an IndexError)
+    (lambda: Zip(dumps({"w": Tensor(numel=16, size=(0,), stride=(2**63,))}), {"0": FLOATS}).dumps(), False),
+    (lambda: Zip(unreachable_invalid_tensor(), {"0": FLOATS}).dumps(), False),
+    (lambda: Zip(dumps({"w": Tensor(numel=16, size=(16,))}), {"0": FLOATS}, extra=[(".data/serialization_id", b"\xff")]).dumps(), False),
+    (lambda: misdeclared_name_length(Zip(dumps({"w": Tensor(numel=16, size=(16,))}), {"0": FLOATS}).dumps()), False),
+], ids=["pop-empty", "empty-tensor-int64-stride", "invalid-tensor-outside-result", "serialization-id", "cd-name-length"])
+def test_fuzz_findings_are_refused_as_torch_refuses_them(tmp_path, make, config):
+    path = tmp_path / ("model.pt" if config else "pytorch_model.bin")
+    path.write_bytes(make())
+    if not config:
+        assert torch_load(path) is None
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        torch_pickle.load(path, allow_config_objects=config)

@@ -215,6 +215,7 @@ class _Unpickler:
         self._memo: dict = {}
         self._stack: list = []
         self._marks: list = []
+        self._invalid: list = []  # tensors torch would refuse, reported once the result is checked
         ops = {
             b"(": self._mark, b".": None, b"\x80": self._proto, b"c": self._global, b"Q": self._binpersid,
             b"R": self._reduce, b"\x81": self._newobj, b"b": self._build, b"a": self._append,
@@ -255,7 +256,11 @@ class _Unpickler:
             if handler is None:  # STOP
                 if not self._stack:
                     raise _Refused("the pickle's STOP finds nothing on the stack")
-                return self._stack.pop()
+                result = self._stack.pop()
+                _check_result(result)  # names an invalid tensor the result holds by its path
+                if self._invalid:
+                    raise _Refused(f"tensor outside the result: {self._invalid[0].reason}")
+                return result
             self._spend(1)
             handler()
 
@@ -432,15 +437,20 @@ class _Unpickler:
         for i in range(0, len(items), 2):
             self._set(target, items[i], items[i + 1])
 
+    def _tensor(self, tensor):
+        if type(tensor) is _Invalid:
+            self._invalid.append(tensor)  # torch fails on it even where the result never holds it
+        return tensor
+
     # --- calls: each allowed global is a function of this reader
     def _call(self, func, args):
         if not isinstance(func, _Global):
             raise _Refused(f"refusing to call {_describe(func)}")
         key = func.key
         if key in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
-            return _rebuild_tensor(key[1], args)
+            return self._tensor(_rebuild_tensor(key[1], args))
         if key == ("torch._utils", "_rebuild_parameter"):
-            return _rebuild_parameter(args)
+            return self._tensor(_rebuild_parameter(args))
         if key == ("collections", "OrderedDict") and args == ():
             return collections.OrderedDict()
         if key == ("torch", "Size") and len(args) == 1 and type(args[0]) in (tuple, list) and len(args[0]) <= _MAX_NDIM:
@@ -692,7 +702,6 @@ def load(path, allow_config_objects: bool = False):
             else:
                 f.seek(0)
                 obj = _load_legacy(f, size, allow_config_objects)
-        _check_result(obj)
         return obj
     except _Refused as e:
         raise ValueError(f"{path}: {e}") from None
@@ -842,6 +851,11 @@ def _load_zip(f, size: int, config_objects: bool):
             int(bytes(archive.read(".storage_alignment")))
         except ValueError:
             raise _Refused("unreadable .storage_alignment record") from None
+    if archive.has(".data/serialization_id"):
+        try:  # torch reports it as text
+            archive.read(".data/serialization_id").decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Refused("unreadable .data/serialization_id record") from None
     byteorder = bytes(archive.read("byteorder")) if archive.has("byteorder") else b"little"
     if byteorder not in (b"little", b"big"):
         raise _Refused(f"unknown byte order {byteorder[:20]!r}")
