@@ -405,7 +405,10 @@ def misdeclared_name_length(data: bytes) -> bytes:
     (lambda: Zip(unreachable_invalid_tensor(), {"0": FLOATS}).dumps(), False),
     (lambda: Zip(dumps({"w": Tensor(numel=16, size=(16,))}), {"0": FLOATS}, extra=[(".data/serialization_id", b"\xff")]).dumps(), False),
     (lambda: misdeclared_name_length(Zip(dumps({"w": Tensor(numel=16, size=(16,))}), {"0": FLOATS}).dumps()), False),
-], ids=["pop-empty", "empty-tensor-int64-stride", "invalid-tensor-outside-result", "serialization-id", "cd-name-length"])
+    (lambda: Zip(dumps({"w": Tensor(numel=16, size=(16,))}), {"0": FLOATS}, extra=[(".format_version", b"1")]).dumps()
+     .replace(b"archive/.format_version", b"archive/.format_versioX", 1), False),  # a record only torch reads
+], ids=["pop-empty", "empty-tensor-int64-stride", "invalid-tensor-outside-result", "serialization-id", "cd-name-length",
+        "format-version-header"])
 def test_fuzz_findings_are_refused_as_torch_refuses_them(tmp_path, make, config):
     path = tmp_path / ("model.pt" if config else "pytorch_model.bin")
     path.write_bytes(make())

@@ -188,7 +188,7 @@ _BUILTIN_FACTORIES = {"dict": dict, "list": list, "set": set, "int": int, "float
 
 
 def _is_int(value) -> bool:
-    return type(value) is int  # noqa: E721 -- bool is not an int here, as for torch's argument parser
+    return type(value) is int  # bool is not an int here, as for torch's argument parser
 
 
 def _codec(encoding) -> str:
@@ -851,6 +851,8 @@ def _load_zip(f, size: int, config_objects: bool):
             int(bytes(archive.read(".storage_alignment")))
         except ValueError:
             raise _Refused("unreadable .storage_alignment record") from None
+    if archive.has(".format_version"):
+        archive.read(".format_version")  # torch reads it (any bytes), so it must be readable
     if archive.has(".data/serialization_id"):
         try:  # torch reports it as text
             archive.read(".data/serialization_id").decode("utf-8")
