@@ -222,3 +222,12 @@ def test_chunked_arrays_are_written_and_read_as_flax_does(tmp_path, monkeypatch)
     monkeypatch.setattr(serialization, "MAX_CHUNK_SIZE", 16)  # and what flax chunks, we read
     path.write_bytes(serialization.msgpack_serialize(dict(state)))
     np.testing.assert_array_equal(read_state_dict(tmp_path)["masked_spec_embed"], state["masked_spec_embed"])
+
+
+def test_shard_names_no_file_system_holds_are_value_errors(sharded):
+    """Found by fuzzing: a 300-character shard name was an OSError (file name too long)."""
+    directory, index = sharded
+    data = json.loads(index.read_text())
+    rewrite_index(index, weight_map={**data["weight_map"], "masked_spec_embed": "x" * 300 + ".safetensors"})
+    with pytest.raises(ValueError, match=r"index\.json: weight 'masked_spec_embed' maps to"):
+        read_state_dict(directory)

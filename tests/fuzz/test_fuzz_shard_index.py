@@ -37,7 +37,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            max_leaves=8)
 shard_names = st.sampled_from([*SHARDS, "../decoy.safetensors", "/etc/passwd", "model.bin", "sub/../model-00001-of-00002.safetensors",
                                "missing.safetensors", "./model-00001-of-00002.safetensors", "sub//model-00003.safetensors",
-                               "sub\\model-00003.safetensors", ""]) | json_values
+                               "sub\\model-00003.safetensors", "", "x" * 300 + ".safetensors"]) | json_values
 weight_names = st.sampled_from(["encoder.layer_norm.weight", "encoder.layer_norm.bias", "masked_spec_embed", "decoy.weight",
                                 "absent"]) | st.text(max_size=6)
 PAIRS = [(weight, shard) for shard, state in SHARDS.items() for weight in state]

@@ -72,7 +72,9 @@ _INDEX_LIMIT = 64 << 20  # bytes; real indices are a few hundred KB
 def _inside(relative: str) -> bool:
     """Whether a "/"-separated relative path names a file below its directory, and nothing else."""
     parts = relative.split("/")
-    return ":" not in parts[0] and all(part not in ("", ".", "..") and "\\" not in part and "\0" not in part for part in parts)
+    return ":" not in parts[0] and all(
+        part not in ("", ".", "..") and "\\" not in part and "\0" not in part and len(part.encode("utf-8", "replace")) <= 255
+        for part in parts)  # 255: the longest file name file systems hold
 
 
 def _weight_map(index_path: Path) -> Dict[str, str]:
@@ -131,9 +133,12 @@ def _shards_of(index_path: Path, locate):
     def shard_path(shard: str):
         try:
             path = locate(shard)
+            found = Path(path).is_file()
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{index_path}: shard {shard!r} listed in the index is missing ({e})") from None
-        if not Path(path).is_file():
+        except OSError as e:  # a name the file system refuses
+            raise ValueError(f"{index_path}: cannot look up shard {shard!r:.100} ({e.strerror})") from None
+        if not found:
             raise FileNotFoundError(f"{index_path}: shard {shard!r} listed in the index is missing")
         return path
 
