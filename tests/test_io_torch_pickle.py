@@ -399,6 +399,13 @@ def misdeclared_name_length(data: bytes) -> bytes:
     return data[:at + 28] + struct.pack("<H", struct.unpack("<H", data[at + 28:at + 30])[0] * 256) + data[at + 30:]
 
 
+def directory_bit(data: bytes, name: bytes) -> bytes:
+    """Mark a record as a DOS directory in the central directory: miniz then extracts nothing and
+    torch hands back whatever its buffer held."""
+    at = data.rindex(name) - 46 + 38  # the entry's external attributes
+    return data[:at] + bytes([data[at] | 0x10]) + data[at + 1:]
+
+
 def broken_local_header(data: bytes, name: bytes) -> bytes:
     at = data.index(name) - 30  # the record's local header, which only torch reads for this record
     return data[:at] + b"PK\x00\x00" + data[at + 4:]
@@ -421,3 +428,14 @@ def test_fuzz_findings_are_refused_as_torch_refuses_them(tmp_path, make, config)
         assert torch_load(path) is None
     with pytest.raises(ValueError, match=re.escape(str(path))):
         torch_pickle.load(path, allow_config_objects=config)
+
+
+def test_records_marked_as_directories_are_refused(tmp_path):
+    """Found by fuzzing: for a record whose central directory entry has the DOS directory bit, miniz
+    extracts nothing and torch.load returns whatever its buffer held (heap bytes, not the file's)."""
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(directory_bit(Zip(dumps({"w": Tensor(numel=16, size=(16,))}), {"0": FLOATS}).dumps(), b"archive/data/0"))
+    theirs = torch_load(path)
+    assert theirs is None or not np.array_equal(theirs["w"].numpy(), np.arange(16))
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: record 'data/0' is marked as a directory"):
+        torch_pickle.read_bin(path)

@@ -816,6 +816,9 @@ class _TorchZip:
             raise _Refused(f"no record {name!r} in the archive")
         if info.flag_bits & ~self._FLAGS_READ or info.compress_type != zipfile.ZIP_STORED:
             raise _Refused(f"record {name!r} is compressed or encrypted (torch.save writes records stored)")
+        if info.external_attr & 0x10 or info.orig_filename.endswith("/"):
+            # miniz takes this for a directory and leaves torch's buffer unwritten: it reads garbage
+            raise _Refused(f"record {name!r} is marked as a directory")
         if info.compress_size != info.file_size:
             raise _Refused(f"record {name!r} has two sizes ({info.compress_size} and {info.file_size})")
         self._f.seek(info.header_offset)
