@@ -361,6 +361,7 @@ def test_legacy_storages_must_fit_in_the_file_and_be_written(tmp_path):
         torch_pickle.read_bin(unwritten)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
 def test_pickle_opcodes_torch_does_not_read_are_refused(tmp_path):
     path = tmp_path / "pytorch_model.bin"
     torch_like_zip(path, pickle.dumps({"a": 1}, protocol=4))  # FRAME and friends
