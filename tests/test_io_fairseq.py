@@ -256,3 +256,96 @@ def test_normalize_is_read_from_every_place_fairseq_keeps_it(tmp_path):
         assert read_normalize(*saved(**checkpoint)) is expected, checkpoint
     with pytest.raises(ValueError, match=r"model\.pt: task\.normalize must be true or false, got 'yes'"):
         read_normalize(*saved(cfg=cfg({"task": {"normalize": "yes"}})))
+
+
+@pytest.fixture
+def fairseq_dataclasses(monkeypatch):
+    """fairseq-style structured configs (dataclasses with list and enum fields) in a stand-in
+    `fairseq.dataclass.configs`, so omegaconf and torch.save pickle them as fairseq does."""
+    import dataclasses
+    import enum
+    from typing import List, Optional
+
+    modules = {name: types.ModuleType(name) for name in ("fairseq", "fairseq.dataclass", "fairseq.dataclass.configs")}
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    configs = modules["fairseq.dataclass.configs"]
+
+    def define(cls):
+        cls.__module__, cls.__qualname__ = configs.__name__, cls.__name__
+        setattr(configs, cls.__name__, cls)
+        return cls
+
+    extractor_mode = define(enum.Enum("ExtractorMode", {"default": "default", "layer_norm": "layer_norm"}))
+
+    @define
+    @dataclasses.dataclass
+    class OptimizationConfig:
+        max_update: int = 400000
+        lr: List[float] = dataclasses.field(default_factory=lambda: [0.0005])
+        update_freq: List[int] = dataclasses.field(default_factory=lambda: [1])
+
+    return types.SimpleNamespace(extractor_mode=extractor_mode, optimization=OptimizationConfig, Optional=Optional)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy_torch_file"])
+def test_cfg_as_fairseq_writes_it_dictconfig_with_lists_at_protocol_2(tmp_path, fairseq_dataclasses, zip_format):
+    """A pickled DictConfig holding ListConfigs and enums: torch.save writes int/str as
+    __builtin__.long/unicode, which the reader maps as Python's _compat_pickle does."""
+    omegaconf = pytest.importorskip("omegaconf")
+    config = small_config("base")
+    _, expected = reference_state(config, "pretraining")
+    settings = model_settings(config)
+    settings["extractor_mode"] = fairseq_dataclasses.extractor_mode.default
+    cfg = omegaconf.OmegaConf.create({
+        "model": settings,
+        "optimization": omegaconf.OmegaConf.structured(fairseq_dataclasses.optimization),
+        "task": {"_name": "audio_pretraining", "normalize": False, "labels": ["ltr"], "sample_rate": 16000},
+    })
+    path = tmp_path / "wav2vec_small.pt"
+    torch.save({"model": to_fairseq(expected, False, finetuned=False), "cfg": cfg}, path,
+               _use_new_zipfile_serialization=zip_format)
+    with open(path, "rb") as f:
+        assert b"__builtin__" in f.read()  # the protocol-2 names this test is about
+
+    got_config, state = read_fairseq(path)
+    assert got_config.feat_extract_norm == "group" and got_config.conv_dim == config.conv_dim
+    assert set(state) == set(expected)
+    from wav2vec2.io import torch_pickle
+    from wav2vec2.io.fairseq import plain
+
+    cfg_plain = plain(torch_pickle.load(path, allow_config_objects=True)["cfg"])
+    assert cfg_plain["optimization"] == {"max_update": 400000, "lr": [0.0005], "update_freq": [1]}
+    assert cfg_plain["task"]["labels"] == ["ltr"] and cfg_plain["task"]["normalize"] is False
+    assert cfg_plain["model"]["extractor_mode"] == "default"
+
+
+def test_deeply_nested_cfg_is_a_value_error_naming_the_file(tmp_path):
+    from fuzz.archives import Raw, Zip, dumps
+
+    path = tmp_path / "deep.pt"  # built by opcodes: Python's own pickler recurses too deep for this
+    path.write_bytes(Zip(dumps({"model": {}, "cfg": {"model": Raw(b"]" * 200_000 + b"a" * 199_999)}})).dumps())
+    with pytest.raises(ValueError, match=r"deep\.pt: objects nested deeper than 100 levels"):
+        read_fairseq(path)
+
+
+def test_plain_bounds_nesting_and_survives_parent_references():
+    from wav2vec2.io.fairseq import plain
+
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested deeper than 100 levels"):
+        plain({"model": deep})
+    shared = {"a": 1}
+    parent = {"x": shared, "y": shared}
+    parent["self"] = parent  # what omegaconf's _parent makes of a tree
+    out = plain(parent)
+    assert out["x"] == {"a": 1} and out["x"] is out["y"] and out["self"] is None
+
+
+@pytest.mark.parametrize("spec", ["[(1, 1, 1)] * 1000000000000", "(" * 300 + "1" + ")" * 300, "+".join(["[(1,1,1)]"] * 400),
+                                  "[(1, 2, 3.5)]", "[(1, 2)]", 5])
+def test_conv_spec_is_bounded(spec):
+    with pytest.raises(ValueError, match="conv_feature_layers"):
+        parse_conv_layers(spec)

@@ -1,6 +1,7 @@
 """Read whichever weight file a checkpoint holds into the canonical layout, and write any of them back."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -65,30 +66,83 @@ _FOREIGN_SHARDS = {
 }
 
 
-def _read_index(index_path: Path, shard_path) -> Dict[str, np.ndarray]:
-    """Read the shards listed in a ``*.index.json``; ``shard_path(filename)`` locates each shard."""
+_INDEX_LIMIT = 64 << 20  # bytes; real indices are a few hundred KB
+
+
+def _inside(relative: str) -> bool:
+    """Whether a "/"-separated relative path names a file below its directory, and nothing else."""
+    parts = relative.split("/")
+    return ":" not in parts[0] and all(
+        part not in ("", ".", "..") and "\\" not in part and "\0" not in part and len(part.encode("utf-8", "replace")) <= 255
+        for part in parts)  # 255: the longest file name file systems hold
+
+
+def _weight_map(index_path: Path) -> Dict[str, str]:
+    """The ``weight_map`` of a shard index: {weight name: shard file}, each shard a file of the index's
+    own format named relative to the index's directory (subdirectories allowed, as the reference
+    joins them to it; absolute paths and ".." are not)."""
+    if os.path.getsize(index_path) > _INDEX_LIMIT:
+        raise ValueError(f"{index_path}: a shard index of more than {_INDEX_LIMIT >> 20} MiB")
     try:
         with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+            index = json.load(f)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        found = ("missing" if not isinstance(index, dict) or "weight_map" not in index
+                 else "empty" if weight_map == {} else f"a {type(weight_map).__name__}")
+        raise ValueError(f"{index_path}: the shard index's weight_map is {found}, not a mapping of weight "
+                         f"names to shard files")
+    extension = os.path.splitext(index_path.name.removesuffix(INDEX_SUFFIX))[1]
+    if extension not in (".safetensors", ".bin", ".h5", ".msgpack"):
+        raise ValueError(f"{index_path}: cannot tell the shards' format from the index's name")
+    for name, shard in weight_map.items():
+        if not (isinstance(shard, str) and shard.endswith(extension) and _inside(shard)):
+            raise ValueError(f"{index_path}: weight {name!r} maps to {shard!r:.100}, not a {extension} file "
+                             f"inside the checkpoint")
+    return weight_map
+
+
+def _read_index(index_path: Path, shard_path) -> Dict[str, np.ndarray]:
+    """Read the shards listed in a ``*.index.json``; ``shard_path(filename)`` locates each shard."""
+    weight_map = _weight_map(index_path)
     shards = list(dict.fromkeys(weight_map.values()))
     foreign = _FOREIGN_SHARDS.get(index_path.name.removesuffix(INDEX_SUFFIX))
+    read_shard = foreign[0] if foreign else lambda shard_file: _read_single(Path(shard_file))
+    weights = {}
+    for shard in shards:
+        found = read_shard(shard_path(shard))
+        twice = sorted(set(found) & set(weights))
+        if twice:
+            raise ValueError(f"{index_path}: weights in more than one shard ({shard!r} and another): {twice[:5]}")
+        weights.update(found)
     if foreign:
-        read_shard, to_canonical = foreign
-        weights = {}
-        for shard in shards:
-            weights.update(read_shard(shard_path(shard)))
         missing = sorted(set(weight_map) - set(weights))
-        state = to_canonical(weights)
+        state = foreign[1](weights)
     else:
-        state = {}
-        for shard in shards:
-            state.update(_read_single(Path(shard_path(shard))))
+        state = weights
         missing = sorted({names.normalize_key(k) for k in weight_map} - set(state))
     if missing:
         raise ValueError(f"{index_path}: the shards lack weights the index lists: {missing}")
     return state
+
+
+def _shards_of(index_path: Path, locate):
+    """``locate(shard)`` -> the shard's path, with a missing shard named by the index that lists it."""
+    def shard_path(shard: str):
+        try:
+            path = locate(shard)
+            found = Path(path).is_file()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{index_path}: shard {shard!r} listed in the index is missing ({e})") from None
+        except OSError as e:  # a name the file system refuses
+            raise ValueError(f"{index_path}: cannot look up shard {shard!r:.100} ({e.strerror})") from None
+        if not found:
+            raise FileNotFoundError(f"{index_path}: shard {shard!r} listed in the index is missing")
+        return path
+
+    return shard_path
 
 
 def read_state_dict(path_or_repo_id, **hub_kwargs) -> Dict[str, np.ndarray]:
@@ -101,7 +155,7 @@ def read_state_dict(path_or_repo_id, **hub_kwargs) -> Dict[str, np.ndarray]:
     if os.path.isfile(path_or_repo_id):
         path = Path(path_or_repo_id)
         if path.name.endswith(INDEX_SUFFIX):
-            return _read_index(path, lambda shard: path.parent / shard)
+            return _read_index(path, _shards_of(path, lambda shard: path.parent / shard))
         return _read_single(path)
 
     for filename in WEIGHT_FILES:
@@ -109,7 +163,8 @@ def read_state_dict(path_or_repo_id, **hub_kwargs) -> Dict[str, np.ndarray]:
         if found is None:
             continue
         if filename.endswith(INDEX_SUFFIX):
-            return _read_index(Path(found), lambda shard: resolve_file(path_or_repo_id, shard, **hub_kwargs))
+            locate = functools.partial(resolve_file, path_or_repo_id, **hub_kwargs)
+            return _read_index(Path(found), _shards_of(Path(found), locate))
         return _read_single(Path(found))
     raise FileNotFoundError(f"{path_or_repo_id}: no weight file found; looked for {', '.join(WEIGHT_FILES)}")
 

@@ -21,70 +21,116 @@ from .matching import match_state_dict
 
 # ----------------------------------------------------------------------------- config containers
 def plain(obj):
-    """omegaconf stand-ins, Namespaces and enums -> plain dicts, lists and values."""
-    if isinstance(obj, argparse.Namespace):
-        return {k: plain(v) for k, v in vars(obj).items()}
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, torch_pickle._Inert):
-        state = obj.state if isinstance(obj.state, dict) else {}
+    """omegaconf stand-ins, Namespaces and enums -> plain dicts, lists and values.
+
+    An object the pickle shares converts once; a reference back to an enclosing object (omegaconf
+    nodes keep their ``_parent``) becomes None; nesting deeper than ``torch_pickle.MAX_DEPTH`` is a
+    ValueError, never a RecursionError.
+    """
+    done, enclosing = {}, set()
+
+    def convert(node, depth):
+        if not isinstance(node, (argparse.Namespace, dict, list, tuple, torch_pickle._Inert)):
+            return node
+        if id(node) in done:
+            return done[id(node)]
+        if id(node) in enclosing:
+            return None
+        if depth > torch_pickle.MAX_DEPTH:
+            raise ValueError(f"the config is nested deeper than {torch_pickle.MAX_DEPTH} levels")
+        enclosing.add(id(node))
+        done[id(node)] = result = unwrap(node, depth + 1)
+        enclosing.discard(id(node))
+        return result
+
+    def unwrap(node, depth):
+        if isinstance(node, argparse.Namespace):
+            node = vars(node)
+        if isinstance(node, dict):
+            return {k: convert(v, depth) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(convert(v, depth) for v in node)
+        state = node.state if isinstance(node.state, dict) else {}
         if "_content" in state:  # DictConfig / ListConfig: the values sit in _content
-            return plain(state["_content"])
+            return convert(state["_content"], depth)
         if "_val" in state:  # a leaf node (AnyNode, StringNode, ...)
-            return plain(state["_val"])
-        if len(obj.args) == 1 and state == {}:  # an enum rebuilt from its value
-            return plain(obj.args[0])
-        return {k: plain(v) for k, v in state.items()}
-    return obj
+            return convert(state["_val"], depth)
+        if len(node.args) == 1 and state == {}:  # an enum rebuilt from its value
+            return convert(node.args[0], depth)
+        return {k: convert(v, depth) for k, v in state.items()}
+
+    return convert(obj, 0)
+
+
+_CONV_SPEC_LIMIT = 2000  # characters; real specs are under 100
+_CONV_LAYERS_LIMIT = 1000
 
 
 def parse_conv_layers(spec: str):
     """fairseq's ``conv_feature_layers`` string, e.g. "[(512, 10, 5)] + [(512, 3, 2)] * 4", as
-    (dim, kernel, stride) tuples. Only list/tuple literals, ``+`` and ``*`` are evaluated."""
+    (dim, kernel, stride) tuples. Only list/tuple literals of ints, ``+`` and ``*`` are evaluated, and
+    within bounds (the spec's length and nesting, the number of layers)."""
 
-    def evaluate(node):
+    def evaluate(node, depth=0):
+        if depth > 32:
+            raise ValueError(f"conv_feature_layers: nested too deeply: {spec[:80]!r}")
         if isinstance(node, ast.Expression):
-            return evaluate(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return evaluate(node.body, depth + 1)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
             return node.value
         if isinstance(node, (ast.List, ast.Tuple)):
-            values = [evaluate(e) for e in node.elts]
+            values = [evaluate(e, depth + 1) for e in node.elts]
             return values if isinstance(node, ast.List) else tuple(values)
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
-            left, right = evaluate(node.left), evaluate(node.right)
-            return left + right if isinstance(node.op, ast.Add) else left * right
-        raise ValueError(f"conv_feature_layers: unsupported expression {ast.dump(node)}")
+            left, right = evaluate(node.left, depth + 1), evaluate(node.right, depth + 1)
+            if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and type(right) is int:
+                if len(left) * right > _CONV_LAYERS_LIMIT:
+                    raise ValueError(f"conv_feature_layers: more than {_CONV_LAYERS_LIMIT} layers in {spec[:80]!r}")
+            try:
+                return left + right if isinstance(node.op, ast.Add) else left * right
+            except TypeError:
+                raise ValueError(f"conv_feature_layers: cannot evaluate {spec[:80]!r}") from None
+        raise ValueError(f"conv_feature_layers: unsupported expression {ast.dump(node)[:80]}")
 
+    if not isinstance(spec, str):
+        raise ValueError(f"conv_feature_layers: expected a string, got a {type(spec).__name__}")
+    if len(spec) > _CONV_SPEC_LIMIT:
+        raise ValueError(f"conv_feature_layers: {len(spec)} characters (at most {_CONV_SPEC_LIMIT})")
     try:
         layers = evaluate(ast.parse(spec, mode="eval"))
-    except SyntaxError as e:
-        raise ValueError(f"conv_feature_layers: cannot parse {spec!r} ({e})") from None
-    if not (isinstance(layers, list) and all(isinstance(t, tuple) and len(t) == 3 for t in layers)):
-        raise ValueError(f"conv_feature_layers: expected a list of (dim, kernel, stride), got {spec!r}")
+    except (SyntaxError, RecursionError, MemoryError) as e:
+        raise ValueError(f"conv_feature_layers: cannot parse {spec[:80]!r} ({type(e).__name__})") from None
+    if not (isinstance(layers, list) and all(
+            isinstance(t, tuple) and len(t) == 3 and all(type(v) is int for v in t) for t in layers)):
+        raise ValueError(f"conv_feature_layers: expected a list of (dim, kernel, stride), got {spec[:80]!r}")
     return layers
 
 
 def _model_settings(checkpoint: dict) -> Tuple[dict, dict]:
     """(pretraining settings, fine-tuning overrides) from ``cfg`` or legacy ``args``."""
     if checkpoint.get("cfg") is not None:
-        model = plain(checkpoint["cfg"]).get("model") or {}
+        cfg = _mapping(plain(checkpoint["cfg"]), "cfg")
+        model = cfg.get("model") or {}
     elif checkpoint.get("args") is not None:
         model = plain(checkpoint["args"])
     else:
         raise ValueError("no 'cfg' or 'args' entry")
-    if not isinstance(model, dict):
-        raise ValueError(f"the model settings are a {type(model).__name__}, not a mapping")
+    model = _mapping(model, "the model settings")
     w2v_args = model.get("w2v_args")
     if w2v_args:  # fine-tuned: the encoder's own settings come from its pretraining run
-        w2v_args = plain(w2v_args)
-        pretrained = w2v_args.get("model", w2v_args)
+        w2v_args = _mapping(plain(w2v_args), "w2v_args")
+        pretrained = _mapping(w2v_args.get("model", w2v_args), "w2v_args.model")
         return pretrained, model
     if model.get("w2v_path") or model.get("_name", model.get("arch")) == "wav2vec_ctc":
         raise ValueError("fine-tuned checkpoint without the pretraining settings (w2v_args); "
                          "the encoder's shape cannot be known")
     return model, {}
+
+
+def _mapping(value, what: str) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{what} is a {type(value).__name__}, not a mapping of names")
+    return value
 
 
 def _first(*values):
@@ -156,8 +202,9 @@ def from_checkpoint(checkpoint, path) -> Tuple[Wav2Vec2Config, Dict[str, np.ndar
     """``read_fairseq`` on an already unpickled checkpoint; ``path`` only names it in errors."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise ValueError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
+    weights = torch_pickle.as_state_dict(checkpoint["model"], f"{path}: 'model'")
     try:
-        state = names.fairseq_to_canonical(checkpoint["model"])
+        state = names.fairseq_to_canonical(weights)
         settings, finetune = _model_settings(checkpoint)
         vocab_size = state["lm_head.weight"].shape[0] if "lm_head.weight" in state else None
         config = config_from_fairseq(settings, finetune, vocab_size)

@@ -2,7 +2,7 @@
 
 Arrays are msgpack extension objects (code 1) holding ``(shape, dtype name, C-order bytes)``;
 NumPy scalars use code 3; arrays over 1 GiB are split into ``{"__msgpack_chunked_array__": True,
-"shape": ..., "chunks": {"0": ..., ...}}``.
+"shape": {"0": n0, ...}, "chunks": {"0": flat part, ...}}`` (tuples as dicts of their indices).
 """
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from ..spec import names
 _EXT_NDARRAY = 1
 _EXT_NPSCALAR = 3
 _CHUNK_BYTES = 2**30
+_CHUNKED = "__msgpack_chunked_array__"
+# The dtypes flax.serialization writes for parameters, by the names it writes (``dtype.name``).
+_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+           "float16", "float32", "float64", "bfloat16", "complex64", "complex128")
+_MAX_NDIM = 64
 
 
 def _dtype(name: str) -> np.dtype:
@@ -25,14 +30,40 @@ def _dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+class _Invalid:
+    """An array record that does not hold what it says; reported with its path in the tree."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _shape(value):
+    if not (isinstance(value, (list, tuple)) and len(value) <= _MAX_NDIM and all(type(n) is int and 0 <= n < 2**62 for n in value)):
+        return None
+    return tuple(value)
+
+
 def _unpack_ext(code, data):
+    """An array (code 1) or NumPy scalar (code 3) record: msgpack of (shape, dtype name, C-order bytes)."""
     import msgpack
 
     if code not in (_EXT_NDARRAY, _EXT_NPSCALAR):
-        raise ValueError(f"unsupported msgpack extension type {code}")
-    shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
-    dtype_name = dtype_name.decode() if isinstance(dtype_name, bytes) else dtype_name
-    array = np.frombuffer(buffer, dtype=_dtype(dtype_name)).reshape(shape).copy()
+        return _Invalid(f"msgpack extension type {code} is not an array")
+    try:
+        record = msgpack.unpackb(data, raw=True)
+    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException):
+        return _Invalid("its record is not (shape, dtype, bytes)")
+    if not (isinstance(record, (list, tuple)) and len(record) == 3 and isinstance(record[1], bytes) and isinstance(record[2], bytes)):
+        return _Invalid("its record is not (shape, dtype, bytes)")
+    shape, dtype_name, buffer = _shape(record[0]), record[1].decode("latin1"), record[2]
+    if shape is None or code == _EXT_NPSCALAR and shape != ():
+        return _Invalid(f"shape {record[0]!r:.80} is not a list of sizes")
+    if dtype_name not in _DTYPES:
+        return _Invalid(f"dtype {dtype_name!r:.40} is not a number type flax writes")
+    dtype = _dtype(dtype_name)
+    if len(buffer) != int(np.prod(shape, dtype=object)) * dtype.itemsize:
+        return _Invalid(f"{len(buffer)} bytes do not hold a {dtype_name} array of shape {shape}")
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape).copy()
     return array if code == _EXT_NDARRAY else array[()]
 
 
@@ -44,13 +75,59 @@ def _pack_array(array):
     return msgpack.ExtType(_EXT_NDARRAY, payload)
 
 
-def _unchunk(node):
-    if not isinstance(node, dict):
-        return node
-    if node.get("__msgpack_chunked_array__"):
-        chunks = [node["chunks"][str(i)] for i in range(len(node["chunks"]))]
-        return np.concatenate([c.ravel() for c in chunks]).reshape(node["shape"])
-    return {k: _unchunk(v) for k, v in node.items()}
+def _as_tuple(node):
+    """flax writes tuples as {"0": ..., "1": ...}; None when ``node`` is not one."""
+    if not isinstance(node, dict) or set(node) != {str(i) for i in range(len(node))}:
+        return None
+    return tuple(node[str(i)] for i in range(len(node)))
+
+
+def _unchunk(node: dict, where: str):
+    """A chunked array record (flax writes arrays over 1 GiB so) joined into one array."""
+    shape = _as_tuple(node.get("shape"))
+    shape = None if shape is None else _shape(shape)
+    parts = _as_tuple(node.get("chunks"))
+    if set(node) != {_CHUNKED, "shape", "chunks"} or shape is None or not parts:
+        raise ValueError(f"array {where}: a chunked array record needs a shape and chunks '0'..'n'")
+    if not all(type(p) is np.ndarray and p.dtype == parts[0].dtype for p in parts):
+        raise ValueError(f"array {where}: chunks that are not arrays of one dtype")
+    if sum(p.size for p in parts) != int(np.prod(shape, dtype=object)):
+        raise ValueError(f"array {where}: chunks of {sum(p.size for p in parts)} elements for shape {shape}")
+    return np.concatenate([p.ravel() for p in parts]).reshape(shape)
+
+
+def _checked_tree(tree, path) -> dict:
+    """Nested dicts with plain string keys and arrays at the leaves, as a params tree is; chunked arrays
+    joined. Errors name the file and the leaf."""
+    from .torch_pickle import MAX_DEPTH
+
+    def check(node, where, depth):
+        if type(node) is _Invalid:
+            raise ValueError(f"{path}: array {where}: {node.reason}")
+        if isinstance(node, np.generic):
+            return np.asarray(node)
+        if type(node) is np.ndarray:
+            return node
+        if not isinstance(node, dict):
+            raise ValueError(f"{path}: {where} is a {type(node).__name__}, not an array or a tree of arrays")
+        if _CHUNKED in node:
+            try:
+                return _unchunk({k: check(v, f"{where}/{k}", depth + 1) if k == "chunks" else v for k, v in node.items()}, where)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"{path}: the tree is nested deeper than {MAX_DEPTH} levels")
+        out = {}
+        for key, child in node.items():
+            # "/" and "." join the names of nested keys: a key holding one would alias another leaf
+            if not isinstance(key, str) or not key or "/" in key or "." in key:
+                raise ValueError(f"{path}: key {key!r:.80} in {where} is not a plain name")
+            out[key] = check(child, f"{where}/{key}" if where else key, depth + 1)
+        return out
+
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: expected a params tree (a map), found {type(tree).__name__}")
+    return check(tree, "", 0)
 
 
 def _chunk(node):
@@ -62,10 +139,12 @@ def _chunk(node):
     flat = array.ravel()
     per_chunk = _CHUNK_BYTES // array.itemsize
     chunks = {str(i): flat[start:start + per_chunk] for i, start in enumerate(range(0, flat.size, per_chunk))}
-    return {"__msgpack_chunked_array__": True, "shape": list(array.shape), "chunks": chunks}
+    return {_CHUNKED: True, "shape": {str(i): n for i, n in enumerate(array.shape)}, "chunks": chunks}
 
 
 def read_flax_tree(path) -> dict:
+    """The params tree of a ``flax.serialization.to_bytes`` file: nested dicts of names, arrays at
+    the leaves. Anything else is a ValueError naming the file (and the leaf)."""
     import msgpack
 
     with open(path, "rb") as f:
@@ -74,9 +153,7 @@ def read_flax_tree(path) -> dict:
         tree = msgpack.unpackb(data, ext_hook=_unpack_ext, raw=False)
     except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException) as e:
         raise ValueError(f"{path}: corrupt or truncated msgpack file ({type(e).__name__}: {e})") from None
-    if not isinstance(tree, dict):
-        raise ValueError(f"{path}: expected a params tree (a map), found {type(tree).__name__}")
-    return _unchunk(tree)
+    return _checked_tree(tree, path)
 
 
 def read_msgpack(path) -> Dict[str, np.ndarray]:

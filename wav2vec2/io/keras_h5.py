@@ -23,14 +23,64 @@ _ATTRIBUTE_LIMIT = 64512
 
 
 def _read_attribute(node, name):
+    """A list-of-names attribute (``layer_names``, ``weight_names``), joined from Keras' chunks
+    ``name0``, ``name1``, ... when it was split."""
     if name in node.attrs:
-        values = list(node.attrs[name])
+        parts = [name]
     else:
-        values, chunk = [], 0
-        while f"{name}{chunk}" in node.attrs:
-            values.extend(node.attrs[f"{name}{chunk}"])
-            chunk += 1
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+        parts = []
+        while f"{name}{len(parts)}" in node.attrs:
+            parts.append(f"{name}{len(parts)}")
+    values = []
+    for part in parts:
+        value = np.asarray(node.attrs[part])
+        if value.ndim != 1 or value.size and value.dtype.kind not in "SUO":  # Keras writes [] for no weights
+            raise ValueError(f"attribute {part!r} of {node.name!r} is not a list of names")
+        values.extend(value.tolist())
+    if not all(isinstance(v, (bytes, str)) for v in values):
+        raise ValueError(f"attribute {name!r} of {node.name!r} holds something other than names")
+    names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attribute {name!r} of {node.name!r} lists a name twice")
+    return names
+
+
+def _resolve(root, name: str):
+    """The object at relative path ``name`` under ``root``, through hard links only: a soft or
+    external link could lead outside the file."""
+    import h5py
+
+    node = root
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"{name!r} under {root.name!r} is not a plain relative path")
+        if not isinstance(node, h5py.Group) or part not in node:
+            raise ValueError(f"no object {name!r} under {root.name!r}")
+        if not isinstance(node.get(part, getlink=True), h5py.HardLink):
+            raise ValueError(f"{name!r} under {root.name!r} is a soft or external link")
+        node = node[part]
+    return node
+
+
+# Filters (compression) may expand data; this bounds the memory a small file can claim.
+_EXPANSION_LIMIT = 64
+
+
+def _read_dataset(node, name: str, budget: list) -> np.ndarray:
+    """A numeric dataset stored in this file, read into a native-byte-order array."""
+    import h5py
+
+    if not isinstance(node, h5py.Dataset):
+        raise ValueError(f"weight {name!r} is a group, not a dataset")
+    if node.is_virtual or node.external:
+        raise ValueError(f"weight {name!r} keeps its data in other files")
+    if node.shape is None or node.dtype.kind not in "biufc":
+        raise ValueError(f"weight {name!r} has dtype {node.dtype} and shape {node.shape}; expected numbers")
+    budget[0] -= int(np.prod(node.shape, dtype=object)) * node.dtype.itemsize
+    if budget[0] < 0:
+        raise ValueError(f"weight {name!r}: the datasets hold more than {_EXPANSION_LIMIT} times the file's size")
+    array = np.asarray(node[()])
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def _write_attribute(node, name, values):
@@ -46,28 +96,43 @@ def _write_attribute(node, name, values):
 
 
 def read_tf_weights(path) -> Dict[str, np.ndarray]:
-    """{TF variable name without scope: array} from an h5 file or shard."""
+    """{TF variable name without scope: array} from an h5 file or shard.
+
+    Only what the file itself holds is read: names through hard links, numeric datasets stored in
+    it (no external or virtual data), at most ``_EXPANSION_LIMIT`` times the file's size in all.
+    """
     import h5py
 
+    path = os.fspath(path)
     try:
-        with h5py.File(os.fspath(path), "r") as f:
+        budget = [_EXPANSION_LIMIT * os.path.getsize(path) + (1 << 20)]
+        with h5py.File(path, "r") as f:
             layer_names = _read_attribute(f, "layer_names")
             if not layer_names:
-                raise ValueError(f"{path}: no 'layer_names' attribute; not a Keras weights file")
+                raise ValueError("no 'layer_names' attribute; not a Keras weights file")
             weights = {}
             for layer_name in layer_names:
-                node = f[layer_name]
+                node = _resolve(f, layer_name)
                 if isinstance(node, h5py.Dataset):  # shard layout: the name is the variable name
-                    weights[layer_name] = node[()]
-                    continue
-                for weight_name in _read_attribute(node, "weight_names"):
-                    scope, _, name = weight_name.partition("/")
-                    if not name:
-                        raise ValueError(f"{path}: weight name {weight_name!r} has no scope component")
-                    weights[name] = node[weight_name][()]
+                    found = [(layer_name, node)]
+                else:
+                    found = []
+                    for weight_name in _read_attribute(node, "weight_names"):
+                        scope, _, name = weight_name.partition("/")
+                        if not name:
+                            raise ValueError(f"weight name {weight_name!r} has no scope component")
+                        found.append((name, _resolve(node, weight_name)))
+                for name, dataset in found:
+                    if name in weights:
+                        raise ValueError(f"weight {name!r} is listed twice")
+                    weights[name] = _read_dataset(dataset, name, budget)
             return weights
-    except (OSError, KeyError) as e:
-        raise ValueError(f"{path}: corrupt or truncated HDF5 weights file ({e})") from None
+    except FileNotFoundError:
+        raise
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    except (OSError, KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"{path}: corrupt or truncated HDF5 weights file ({type(e).__name__}: {e})") from None
 
 
 def read_h5(path) -> Dict[str, np.ndarray]:

@@ -1,4 +1,8 @@
-"""``model.safetensors`` (and its shards) through ``safetensors.numpy``."""
+"""``model.safetensors`` (and its shards) through ``safetensors.numpy``.
+
+The safetensors library checks the header against the bytes (offsets, shapes, dtypes, overlaps);
+this module adds the dtypes NumPy can hold and errors that name the file and the tensor.
+"""
 from __future__ import annotations
 
 import os
@@ -7,14 +11,26 @@ from typing import Dict
 import numpy as np
 
 
-def read_safetensors(path) -> Dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+# safetensors dtype -> what NumPy reads it as (BF16 through ml_dtypes, which names it for NumPy)
+_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL", "C64")
 
+
+def read_safetensors(path) -> Dict[str, np.ndarray]:
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy, which safetensors asks for by name)
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
     try:
-        return load_file(os.fspath(path))
+        with safe_open(path, framework="numpy") as f:
+            for key in f.keys():
+                dtype = f.get_slice(key).get_dtype()
+                if dtype not in _DTYPES:
+                    raise ValueError(f"{path}: tensor {key!r} has dtype {dtype}, which NumPy cannot hold")
+            return f.get_tensors()
     except SafetensorError as e:
         raise ValueError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    except IsADirectoryError as e:
+        raise ValueError(f"{path}: not a file ({e})") from None
 
 
 def write_safetensors(state, path) -> None:
