@@ -747,3 +747,21 @@ def test_fairseq_checkpoint_without_dictionary_says_what_is_missing(tmp_path, ca
     out = convert(pt_path, tmp_path / "out")
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "preprocessor_config.json"}
     assert "--dict dict.ltr.txt" in caplog.text
+
+
+@pytest.mark.parametrize("to", FORMATS)
+def test_bfloat16_checkpoints_convert_to_every_format(tmp_path, to):
+    """bf16 weights survive every format: bfloat16 where the format has it, float32 (exact) in HDF5."""
+    import ml_dtypes
+
+    src = tmp_path / "src"
+    config = small_config("base")
+    state = {k: v.astype(ml_dtypes.bfloat16) for k, v in random_weights(config, "ctc").items()}
+    config.save_pretrained(src)
+    write_state_dict(state, src, format="safetensors")
+    convert(src, tmp_path / "dst", to=to)
+    back = read_state_dict(tmp_path / "dst")
+    assert set(back) == set(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(back[key].astype(np.float32), value.astype(np.float32), err_msg=key)
+        assert back[key].dtype == (np.float32 if to == "tensorflow" else value.dtype), key

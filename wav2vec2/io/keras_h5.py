@@ -144,13 +144,20 @@ def read_h5(path) -> Dict[str, np.ndarray]:
         raise ValueError(f"{path}: {e}") from None
 
 
+def _storable(array) -> np.ndarray:
+    """HDF5 has no bfloat16 type (h5py would store opaque 2-byte records no reader can type): such
+    weights are written as float32, which holds every bfloat16 value exactly, as Keras keeps them."""
+    array = np.asarray(array)
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+
+
 def write_h5(state, path) -> None:
     """Write a canonical state dict as an unsharded ``tf_model.h5``."""
     import h5py
 
     groups: Dict[str, list] = {}
     for name, array in names.to_tf_weights(state).items():
-        groups.setdefault(name.split("/", 1)[0].removesuffix(":0"), []).append((name, array))
+        groups.setdefault(name.split("/", 1)[0].removesuffix(":0"), []).append((name, _storable(array)))
     with h5py.File(os.fspath(path), "w") as f:
         _write_attribute(f, "layer_names", list(groups))
         f.attrs["backend"] = b"tensorflow"
@@ -169,5 +176,5 @@ def write_h5_shard(tf_weights, path) -> None:
 
     with h5py.File(os.fspath(path), "w") as f:
         for name, array in tf_weights.items():
-            f.create_dataset(name, data=array)
+            f.create_dataset(name, data=_storable(array))
         _write_attribute(f, "layer_names", list(tf_weights))
