@@ -186,8 +186,8 @@ class BeamSearchDecoder:
         results = [None] * len(log_probs)
         for dtype in dict.fromkeys(lp.dtype for lp in log_probs):
             group = [i for i, lp in enumerate(log_probs) if lp.dtype == dtype]
-            prefixes = search.Prefixes(self.labels, self.language_model, Hotwords(hotwords, hotword_weight), prune_history)
-            beams = search.search([log_probs[i] for i in group], prefixes, settings, token_min_logp)
+            beams = search.decode([log_probs[i] for i in group], self.labels, self.language_model,
+                                  Hotwords(hotwords, hotword_weight), settings, token_min_logp)
             for i, utterance_beams in zip(group, beams):
                 results[i] = [Beam(*beam) for beam in utterance_beams]
         return results

@@ -26,6 +26,15 @@ import numpy as np
 from .alphabet import SPACE
 from .language_model import Hotwords, LanguageModel
 
+try:
+    from . import kernel
+except ImportError:  # numba is optional: the Python and NumPy steps below do the same
+    kernel = None
+
+# Whether frames are stepped by the compiled kernel where it applies (tests switch it off to
+# compare both ways).
+COMPILED = kernel is not None
+
 
 def log_add(a, b):
     """log(exp(a) + exp(b)), in the reference's order of operations (scalars keep their NumPy type)."""
@@ -411,18 +420,30 @@ class _Frames:
         return self.label_list[start:end], self.value_list[start:end]
 
 
-def search(log_probs: List[np.ndarray], prefixes: Prefixes, settings: Settings, token_min_logp: float):
-    """The beams of each utterance, best first: (text, word frames, acoustic score, total score)."""
+def decode(log_probs: List[np.ndarray], labels: List[str], language_model: LanguageModel, hotwords: Hotwords,
+           settings: Settings, token_min_logp: float):
+    """The beams of each utterance, best first: (text, word frames, acoustic score, total score);
+    by the compiled kernel when numba is installed, the labels spell each string one way and the
+    scores are float64 or float32, else by the steps here."""
     frames = _Frames(log_probs, token_min_logp)
+    if COMPILED and settings.unique_spellings and frames.values.dtype in (np.float64, np.float32):
+        tables = kernel.Tables(labels, language_model, hotwords, settings.prune_history, settings.beam_width,
+                               settings.beam_prune_logp, settings.canonical, settings.blank, frames.values.dtype)
+        return kernel.search(frames, tables, settings, finish)
+    return search(frames, Prefixes(labels, language_model, hotwords, settings.prune_history), settings)
+
+
+def search(frames: "_Frames", prefixes: Prefixes, settings: Settings):
+    """``decode`` by the Python and NumPy steps."""
     dtype = frames.values.dtype
     first_row, count = frames.first_row.tolist(), frames.count_list
     word_frames = WordFrames()
-    beams = [[_START] for _ in log_probs]
-    results = [None] * len(log_probs)
+    beams = [[_START] for _ in frames.lengths]
+    results = [None] * len(frames.lengths)
     ending = {}  # frame -> the utterances that end there
     for u, length in enumerate(frames.lengths):
         ending.setdefault(length, []).append(u)
-    active = list(range(len(log_probs)))
+    active = list(range(len(frames.lengths)))
     for frame in range(max(frames.lengths, default=0) + 1):
         if frame in ending:
             for u in ending[frame]:

@@ -1,0 +1,453 @@
+"""The beam search's frames compiled with numba: the steps of ``search.py``, on tables of ids.
+
+Used when numba is installed, the labels spell every string one way only
+(``alphabet.spellings_are_unique``) and scores are float64 or float32; ``search.py``'s Python and
+NumPy steps otherwise. Both give the same beams (the tests run every case both ways).
+
+With unique spellings a word in progress (a "part") is fixed by its parent part and last label,
+and a text by its parent text and last word, so neither needs its string here: parts are rows of
+arrays (length, states in the unigram and hotword tries, prefix score, parent, label) and texts
+rows holding their score. A beam is (text, part, last label, acoustic score, word frames, start,
+end). The kernel steps frames until one needs a text it has not got (a word finished by a space
+for the first time): it returns the (text, part) pairs it needs; Python scores them with KenLM
+(``Tables.add_texts``) and calls again for the same frame. Parts are made in the kernel, only for
+the beams that survive pruning; the others are scored from their parent without being made.
+
+Arithmetic is the reference's, as in ``search.py``: acoustic scores in their dtype, the log-add's
+correction in float64 (``math.log``/``math.exp``, as CPython's), language-model scores in float64
+added in the acoustic dtype, ties kept in order by a stable sort.
+"""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import numpy as np
+
+import numba
+from numba import types
+from numba.typed import Dict
+
+from .language_model import TYPICAL_WORD_LENGTH
+
+# Pair keys: text * _PAIR + part, as in search.py.
+_PAIR = 1 << 31
+# What a call of ``step_frames`` ends with.
+DONE, NEEDS_TEXTS, NEEDS_ROOM = 0, 1, 2
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def _trie_step(keys, children, base, state, codes):
+    """The trie state after appending one label's char codes (-2 pads, -1: a char no word has)."""
+    for code in codes:
+        if code == -2:
+            break
+        if state < 0 or code < 0:
+            return -1
+        key = state * base + code
+        at = np.searchsorted(keys, key)
+        if at < len(keys) and keys[at] == key:
+            state = children[at]
+        else:
+            return -1
+    return state
+
+
+@_jit
+def _extension(part, label, parts, tries, params, iparams):
+    """(length, unigram state, hotword state, score) of ``part`` with ``label`` appended."""
+    part_lengths, part_unigram, part_hotword = parts[0], parts[1], parts[2]
+    label_lengths, unigram_keys, unigram_children, unigram_codes = tries[0], tries[1], tries[2], tries[3]
+    hotword_keys, hotword_children, hotword_codes, hotword_shortest = tries[4], tries[5], tries[6], tries[7]
+    length = part_lengths[part] + label_lengths[label]
+    unigram_state = _trie_step(unigram_keys, unigram_children, iparams[5], part_unigram[part], unigram_codes[label])
+    hotword_state = -1
+    if iparams[4]:
+        hotword_state = _trie_step(hotword_keys, hotword_children, iparams[6], part_hotword[part], hotword_codes[label])
+    if hotword_state > 0:
+        score = params[1] * length / hotword_shortest[hotword_state]
+    else:
+        score = 0.0 if unigram_state >= 0 else params[0]
+        if length > TYPICAL_WORD_LENGTH:
+            score = score * length / TYPICAL_WORD_LENGTH
+    return length, unigram_state, hotword_state, score
+
+
+@_jit
+def _get(table, key):
+    """table[key], -1 where absent."""
+    if key in table:
+        return table[key]
+    return -1
+
+
+@_jit
+def _hash(text, part, label, mask):
+    h = np.uint64(text) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= np.uint64(part) * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(label)
+    h ^= h >> np.uint64(29)
+    return np.int64(h & np.uint64(mask))
+
+
+@_jit
+def step_frames(frames, rows, beams, counters, parts, part_children, texts, text_children, words,
+                tries, params, iparams, requests, scratch):
+    """Step the frames ``counters[1]`` to ``rows[1]`` of one utterance; returns DONE, NEEDS_TEXTS
+    (the (text, part) pairs in ``requests``, their count in counters[4]) or NEEDS_ROOM (the part or
+    word-frame arrays are too short for another frame).
+
+    frames: (labels offered, their log-probabilities, first offered of each row, count of each row);
+    rows: (first row of the utterance, its number of frames). beams: text, part, last label,
+    acoustic score, word frames, start, end (capacity beam_width), each doubled (the next frame's).
+    counters: beams, next frame, parts, word frames, requests, requests answered.
+    params: unk_score_offset, hotword weight, beam_prune_logp. iparams: blank, space, beam_width,
+    prune_history, hotwords?, unigram trie base, hotword trie base, labels.
+    """
+    offered_labels, offered_values, offered_start, offered_count = frames
+    first_row, num_frames = rows[0], rows[1]
+    b_text, b_part, b_last, b_score, b_words, b_start, b_end = beams[0]
+    n_text, n_part, n_last, n_score, n_words, n_start, n_end = beams[1]
+    part_lengths, part_unigram, part_hotword, part_scores, part_parents, part_labels = parts
+    text_scores, text_histories = texts
+    word_previous, word_starts, word_ends = words
+    request_texts, request_parts, request_answers = requests
+    e_score, e_beam, e_text, e_part, e_target, e_label, ranked, slots, stamps = scratch
+    blank, space, beam_width, prune_history, num_labels = iparams[0], iparams[1], iparams[2], iparams[3], iparams[7]
+    cast = np.empty(1, b_score.dtype)  # float64 -> the acoustic dtype, as NumPy rounds it
+    cast[0] = params[2]
+    prune_logp = cast[0]
+
+    # The texts Python made since the last call.
+    for r in range(counters[5]):
+        text_children[request_texts[r] * _PAIR + request_parts[r]] = request_answers[r]
+    counters[4] = 0
+    counters[5] = 0
+
+    while counters[1] < num_frames:
+        frame = counters[1]
+        if counters[2] + beam_width > len(part_lengths) or counters[3] + beam_width > len(word_previous):
+            return NEEDS_ROOM
+        row = first_row + frame
+        first, count = offered_start[row], offered_count[row]
+        num_beams = counters[0]
+        # The texts a space would finish, all known?
+        for k in range(count):
+            if offered_labels[first + k] == space:
+                for i in range(num_beams):
+                    if b_part[i] != 0:
+                        key = b_text[i] * _PAIR + b_part[i]
+                        if key not in text_children:
+                            known = False
+                            for r in range(counters[4]):
+                                if request_texts[r] == b_text[i] and request_parts[r] == b_part[i]:
+                                    known = True
+                            if not known:
+                                request_texts[counters[4]] = b_text[i]
+                                request_parts[counters[4]] = b_part[i]
+                                counters[4] += 1
+                break
+        if counters[4]:
+            return NEEDS_TEXTS
+
+        # Extend every beam by every offered label; merge the pairs that reach the same
+        # (text, part, label), in the order of first arrival.
+        mask = 1
+        while mask < 2 * count * num_beams:
+            mask *= 2
+        mask -= 1
+        stamps[0] += 1
+        stamp = stamps[0]
+        slot_stamps = stamps[1:]
+        entries = 0
+        for k in range(count):
+            label = offered_labels[first + k]
+            p = offered_values[first + k]
+            for i in range(num_beams):
+                text, part = b_text[i], b_part[i]
+                if label == blank or label == b_last[i] or (label == space and part == 0):
+                    target_text, target_part = text, part
+                    target = text_scores[text]
+                    if part != 0:
+                        target += part_scores[part]
+                elif label == space:
+                    target_text, target_part = text_children[text * _PAIR + part], 0
+                    target = text_scores[target_text]
+                else:
+                    target_text = text
+                    target_part = _get(part_children, part * num_labels + label)
+                    if target_part >= 0:
+                        target = text_scores[text] + part_scores[target_part]
+                    else:  # not made yet: named -(1 + parent * labels + label)
+                        target = text_scores[text] + _extension(part, label, parts, tries, params, iparams)[3]
+                        target_part = -(1 + part * num_labels + label)
+                score = b_score[i] + p
+                h = _hash(target_text, target_part, label, mask)
+                while True:
+                    if slot_stamps[h] != stamp:
+                        slot_stamps[h] = stamp
+                        slots[h] = entries
+                        e_score[entries] = score
+                        e_beam[entries] = i
+                        e_text[entries] = target_text
+                        e_part[entries] = target_part
+                        e_target[entries] = target
+                        e_label[entries] = label
+                        entries += 1
+                        break
+                    j = slots[h]
+                    if e_text[j] == target_text and e_part[j] == target_part and e_label[j] == label:
+                        # the merged beam keeps its place and takes the last pair's word frames
+                        a = e_score[j]
+                        if a >= score:
+                            cast[0] = math.log(1 + math.exp(np.float64(score - a)))
+                            e_score[j] = a + cast[0]
+                        else:
+                            cast[0] = math.log(1 + math.exp(np.float64(a - score)))
+                            e_score[j] = score + cast[0]
+                        e_beam[j] = i
+                        break
+                    h = (h + 1) & mask
+
+        # Rank by acoustic + LM score; drop those below the best + beam_prune_logp, then all but
+        # the best beam_width (a stable sort: ties keep their order).
+        for j in range(entries):
+            cast[0] = e_target[j]
+            ranked[j] = e_score[j] + cast[0]
+        best = ranked[0]
+        for j in range(1, entries):
+            if ranked[j] > best:
+                best = ranked[j]
+        threshold = best + prune_logp  # in the acoustic dtype
+        kept = np.empty(entries, np.int64)
+        num_kept = 0
+        for j in range(entries):
+            if ranked[j] >= threshold:
+                kept[num_kept] = j
+                num_kept += 1
+        kept = kept[:num_kept]
+        kept = kept[np.argsort(-ranked[kept], kind="mergesort")]
+
+        survivors = 0
+        for j in kept[:beam_width]:
+            i, label, text, part = e_beam[j], e_label[j], e_text[j], e_part[j]
+            words_of, start, end = b_words[i], b_start[i], b_end[i]
+            if label == blank:
+                pass
+            elif label == b_last[i]:
+                end = frame + 1
+            elif label != space:
+                if part < 0:  # make it
+                    parent = b_part[i]
+                    part = _get(part_children, parent * num_labels + label)
+                    if part < 0:
+                        part = counters[2]
+                        counters[2] += 1
+                        length, unigram_state, hotword_state, score = _extension(parent, label, parts, tries, params, iparams)
+                        part_lengths[part], part_unigram[part], part_hotword[part] = length, unigram_state, hotword_state
+                        part_scores[part], part_parents[part], part_labels[part] = score, parent, label
+                        part_children[parent * num_labels + label] = part
+                if start < 0:
+                    start = frame
+                end = frame + 1
+            else:
+                if b_part[i] != 0:
+                    w = counters[3]
+                    counters[3] += 1
+                    word_previous[w], word_starts[w], word_ends[w] = words_of, start, end
+                    words_of = w
+                start, end = -1, -1
+            if prune_history:
+                seen = False
+                for s in range(survivors):
+                    if (n_part[s] == part and n_last[s] == label
+                            and text_histories[n_text[s]] == text_histories[text]):
+                        seen = True
+                        break
+                if seen:
+                    continue
+            n_text[survivors], n_part[survivors], n_last[survivors], n_score[survivors] = text, part, label, e_score[j]
+            n_words[survivors], n_start[survivors], n_end[survivors] = words_of, start, end
+            survivors += 1
+        b_text[:survivors] = n_text[:survivors]
+        b_part[:survivors] = n_part[:survivors]
+        b_last[:survivors] = n_last[:survivors]
+        b_score[:survivors] = n_score[:survivors]
+        b_words[:survivors] = n_words[:survivors]
+        b_start[:survivors] = n_start[:survivors]
+        b_end[:survivors] = n_end[:survivors]
+        counters[0] = survivors
+        counters[1] = frame + 1
+    return DONE
+
+
+def _int_dict():
+    return Dict.empty(key_type=types.int64, value_type=types.int64)
+
+
+class Tables:
+    """Parts, texts and word frames of one search call (shared by its utterances), and the
+    Python half of each text: its string, KenLM state, LM score and hotword count."""
+
+    def __init__(self, labels: List[str], language_model, hotwords, prune_history: bool, beam_width: int,
+                 beam_prune_logp: float, canonical, blank: int, dtype):
+        self.labels = labels
+        self.lm = language_model
+        self.hotwords = hotwords
+        self.prune_history = prune_history
+        self.history_words = max(1, language_model.order - 1)
+        self.beam_width = beam_width
+        self.dtype = np.dtype(dtype)
+        space = labels.index(" ") if " " in labels else -1
+        num_labels = len(labels)
+        self.canonical = np.array(canonical, np.int64)
+        unigram_trie = language_model.trie
+        unigram_codes, _ = unigram_trie.label_codes(labels)
+        hotword_trie = hotwords.trie
+        hotword_codes, _ = hotword_trie.label_codes(labels)
+        self.tries = (
+            np.array([len(label) for label in labels], np.int64),
+            unigram_trie._keys, unigram_trie._next, unigram_codes,
+            hotword_trie._keys, hotword_trie._next, hotword_codes, hotword_trie.shortest,
+        )
+        self.params = np.array([language_model.unk_score_offset, hotwords.weight, beam_prune_logp], np.float64)
+        self.iparams = np.array([blank, space, beam_width, int(prune_history), int(bool(hotwords)),
+                                 unigram_trie._base, hotword_trie._base, num_labels], np.int64)
+        self.counters = np.zeros(6, np.int64)
+        self.counters[2] = 1  # the empty part
+        size = 1024
+        # parts: length, unigram state, hotword state, score, parent, label; part 0 is the empty one
+        self.parts = (np.zeros(size, np.int64), np.zeros(size, np.int64), np.zeros(size, np.int64),
+                      np.zeros(size, np.float64), np.full(size, -1, np.int64), np.full(size, -1, np.int64))
+        self.part_children = _int_dict()
+        self.part_strings = {0: ""}
+        # texts: score (LM + hotwords) and history id in arrays; string, state, LM score, hotwords here
+        self.text_arrays = (np.zeros(size, np.float64), np.zeros(size, np.int64))
+        self.text_children = _int_dict()
+        self.texts = [""]
+        self.text_states = [language_model.start_state()]
+        self.text_lm = [0.0]
+        self.text_hotwords = [0]
+        self.history_ids = {(): 0}
+        self.words = (np.zeros(size, np.int64), np.zeros(size, np.int64), np.zeros(size, np.int64))
+        self.requests = (np.zeros(beam_width, np.int64), np.zeros(beam_width, np.int64), np.zeros(beam_width, np.int64))
+        pairs = beam_width * num_labels
+        slots = 1
+        while slots < 2 * pairs:
+            slots *= 2
+        self.scratch = (np.zeros(pairs, self.dtype), np.zeros(pairs, np.int64), np.zeros(pairs, np.int64),
+                        np.zeros(pairs, np.int64), np.zeros(pairs, np.float64), np.zeros(pairs, np.int64),
+                        np.zeros(pairs, self.dtype), np.zeros(slots, np.int64), np.zeros(slots + 1, np.int64))
+
+    # ------------------------------------------------------------- growing
+    @staticmethod
+    def _grown(arrays, fill=0):
+        out = []
+        for a in arrays:
+            b = np.full(2 * len(a), fill, a.dtype)
+            b[: len(a)] = a
+            out.append(b)
+        return tuple(out)
+
+    def make_room(self):
+        if self.counters[2] + self.beam_width > len(self.parts[0]):
+            self.parts = self._grown(self.parts)
+        if self.counters[3] + self.beam_width > len(self.words[0]):
+            self.words = self._grown(self.words)
+
+    # ------------------------------------------------------------- texts
+    def part_string(self, part: int) -> str:
+        strings = self.part_strings
+        found = strings.get(part)
+        if found is not None:
+            return found
+        chain = []
+        parents, labels = self.parts[4], self.parts[5]
+        while part not in strings:
+            chain.append(part)
+            part = int(parents[part])
+        string = strings[part]
+        for p in reversed(chain):
+            string = strings[p] = string + self.labels[labels[p]]
+        return string
+
+    def add_texts(self):
+        """Score the (text, part) pairs the kernel asked for: each a new text."""
+        request_texts, request_parts, answers = self.requests
+        count = int(self.counters[4])
+        needed = len(self.texts) + count
+        if needed > len(self.text_arrays[0]):
+            self.text_arrays = self._grown(self.text_arrays)
+        text_scores, text_histories = self.text_arrays
+        weight = self.hotwords.weight
+        for r, (text, part) in enumerate(zip(request_texts[:count].tolist(), request_parts[:count].tolist())):
+            word = self.part_string(part)
+            string = f"{self.texts[text]} {word}" if self.texts[text] else word
+            score, state = self.lm.score_word(self.text_states[text], word)
+            lm = self.text_lm[text] + score
+            hotwords = self.text_hotwords[text] + (word in self.hotwords.words)
+            new = len(self.texts)
+            self.texts.append(string)
+            self.text_states.append(state)
+            self.text_lm.append(lm)
+            self.text_hotwords.append(hotwords)
+            text_scores[new] = lm + weight * hotwords
+            if self.prune_history:
+                history = tuple(string.split()[-self.history_words:])
+                text_histories[new] = self.history_ids.setdefault(history, len(self.history_ids))
+            answers[r] = new
+        self.counters[5] = count
+
+    # ------------------------------------------------------------- the end of an utterance
+    def final_text(self, node):
+        text, part = node
+        word = self.part_string(part)
+        string = self.texts[text]
+        if word:
+            string = f"{string} {word}" if string else word
+        return string, text, word
+
+    def final_score(self, text: int, last_word: str) -> float:
+        score, _ = self.lm.score_word(self.text_states[text], last_word, is_last=True)
+        hotwords = self.text_hotwords[text] + (last_word in self.hotwords.words)
+        return self.text_lm[text] + score + self.hotwords.weight * hotwords
+
+    def as_list(self, last: int):
+        previous, starts, ends = self.words
+        frames = []
+        while last >= 0:
+            frames.append((int(starts[last]), int(ends[last])))
+            last = int(previous[last])
+        return frames[::-1]
+
+
+def search(frames, tables: Tables, settings, finish):
+    """The beams of each utterance (``search.search``'s result), one utterance after another."""
+    dtype = tables.dtype
+    frame_arrays = (settings.canonical_array[frames.labels], frames.values, frames.start, frames.count)
+    width = tables.beam_width
+    results = []
+    for u, length in enumerate(frames.lengths):
+        beams = tuple(tuple(np.zeros(width, dt) for dt in [np.int64] * 3 + [dtype] + [np.int64] * 3) for _ in range(2))
+        b_text, b_part, b_last, b_score, b_words, b_start, b_end = beams[0]
+        b_last[0], b_words[0], b_start[0], b_end[0] = -1, -1, -1, -1
+        tables.counters[0], tables.counters[1] = 1, 0
+        rows = np.array([frames.first_row[u], length], np.int64)
+        while True:
+            status = step_frames(frame_arrays, rows, beams, tables.counters, tables.parts, tables.part_children,
+                                 tables.text_arrays, tables.text_children, tables.words, tables.tries,
+                                 tables.params, tables.iparams, tables.requests, tables.scratch)
+            if status == DONE:
+                break
+            if status == NEEDS_TEXTS:
+                tables.add_texts()
+            else:
+                tables.make_room()
+        n = int(tables.counters[0])
+        scores = b_score[:n].tolist() if dtype == np.float64 else list(b_score[:n])
+        live = [((t, q), last, s, w, a, e) for t, q, last, s, w, a, e in zip(
+            b_text[:n].tolist(), b_part[:n].tolist(), b_last[:n].tolist(), scores, b_words[:n].tolist(),
+            b_start[:n].tolist(), b_end[:n].tolist())]
+        results.append(finish(live, tables, tables, settings))
+    return results
