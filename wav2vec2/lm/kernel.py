@@ -56,16 +56,14 @@ def _trie_step(keys, children, base, state, codes):
 
 
 @_jit
-def _extension(part, label, parts, tries, params, iparams):
+def _extension(part, label, part_ints, tries, params, iparams):
     """(length, unigram state, hotword state, score) of ``part`` with ``label`` appended."""
-    part_lengths, part_unigram, part_hotword = parts[0], parts[1], parts[2]
-    label_lengths, unigram_keys, unigram_children, unigram_codes = tries[0], tries[1], tries[2], tries[3]
-    hotword_keys, hotword_children, hotword_codes, hotword_shortest = tries[4], tries[5], tries[6], tries[7]
-    length = part_lengths[part] + label_lengths[label]
-    unigram_state = _trie_step(unigram_keys, unigram_children, iparams[5], part_unigram[part], unigram_codes[label])
+    label_lengths, unigram_edges, unigram_codes, hotword_edges, hotword_codes, hotword_shortest = tries
+    length = part_ints[0, part] + label_lengths[label]
+    unigram_state = _trie_step(unigram_edges[0], unigram_edges[1], iparams[5], part_ints[1, part], unigram_codes[label])
     hotword_state = -1
     if iparams[4]:
-        hotword_state = _trie_step(hotword_keys, hotword_children, iparams[6], part_hotword[part], hotword_codes[label])
+        hotword_state = _trie_step(hotword_edges[0], hotword_edges[1], iparams[6], part_ints[2, part], hotword_codes[label])
     if hotword_state > 0:
         score = params[1] * length / hotword_shortest[hotword_state]
     else:
@@ -92,28 +90,37 @@ def _hash(text, part, label, mask):
 
 
 @_jit
-def step_frames(frames, rows, beams, counters, parts, part_children, texts, text_children, words,
-                tries, params, iparams, requests, scratch):
-    """Step the frames ``counters[1]`` to ``rows[1]`` of one utterance; returns DONE, NEEDS_TEXTS
+def step_frames(offered_labels, offered_values, offered_rows, counters, beam_ints, beam_scores, part_ints,
+                part_scores, part_children, text_scores, text_histories, text_children, word_ints, tries, params,
+                iparams, requests, scratch_ints, scratch_scores, targets, hashes):
+    """Step the frames ``counters[1]`` to ``counters[7]`` of one utterance; returns DONE, NEEDS_TEXTS
     (the (text, part) pairs in ``requests``, their count in counters[4]) or NEEDS_ROOM (the part or
-    word-frame arrays are too short for another frame).
+    word-frame arrays are too short for another frame). Arrays of the same type are stacked, so
+    that a call unboxes few of them.
 
-    frames: (labels offered, their log-probabilities, first offered of each row, count of each row);
-    rows: (first row of the utterance, its number of frames). beams: text, part, last label,
-    acoustic score, word frames, start, end (capacity beam_width), each doubled (the next frame's).
-    counters: beams, next frame, parts, word frames, requests, requests answered.
-    params: unk_score_offset, hotword weight, beam_prune_logp. iparams: blank, space, beam_width,
-    prune_history, hotwords?, unigram trie base, hotword trie base, labels.
+    offered_labels, offered_values: the labels each frame offers, flat, from offered_rows
+    (first, count) of each row. counters: beams, next frame, parts, word frames, requests,
+    requests answered, first row of the utterance, its frames. beam_ints (2, 6, beam_width): text,
+    part, last label, word frames, start, end of each beam (and of the next frame's);
+    beam_scores (2, beam_width): acoustic scores. part_ints: length, unigram and hotword trie
+    states, parent, label of each part; text_histories: the ids prune_history compares.
+    word_ints: previous, start, end of each word-frames list node. params: unk_score_offset,
+    hotword weight, beam_prune_logp. iparams: blank, space, beam_width, prune_history, hotwords?,
+    unigram trie base, hotword trie base, labels. requests: text, part, answer (the new text).
     """
-    offered_labels, offered_values, offered_start, offered_count = frames
-    first_row, num_frames = rows[0], rows[1]
-    b_text, b_part, b_last, b_score, b_words, b_start, b_end = beams[0]
-    n_text, n_part, n_last, n_score, n_words, n_start, n_end = beams[1]
-    part_lengths, part_unigram, part_hotword, part_scores, part_parents, part_labels = parts
-    text_scores, text_histories = texts
-    word_previous, word_starts, word_ends = words
-    request_texts, request_parts, request_answers = requests
-    e_score, e_beam, e_text, e_part, e_target, e_label, ranked, slots, stamps = scratch
+    offered_start, offered_count = offered_rows[0], offered_rows[1]
+    first_row, num_frames = counters[6], counters[7]
+    b_text, b_part, b_last, b_words, b_start, b_end = (beam_ints[0, 0], beam_ints[0, 1], beam_ints[0, 2],
+                                                       beam_ints[0, 3], beam_ints[0, 4], beam_ints[0, 5])
+    n_text, n_part, n_last, n_words, n_start, n_end = (beam_ints[1, 0], beam_ints[1, 1], beam_ints[1, 2],
+                                                       beam_ints[1, 3], beam_ints[1, 4], beam_ints[1, 5])
+    b_score, n_score = beam_scores[0], beam_scores[1]
+    part_parents, part_labels = part_ints[3], part_ints[4]
+    word_previous, word_starts, word_ends = word_ints[0], word_ints[1], word_ints[2]
+    request_texts, request_parts, request_answers = requests[0], requests[1], requests[2]
+    e_beam, e_text, e_part, e_label = scratch_ints[0], scratch_ints[1], scratch_ints[2], scratch_ints[3]
+    e_score, ranked, e_target = scratch_scores[0], scratch_scores[1], targets
+    slots, stamps = hashes[0], hashes[1]
     blank, space, beam_width, prune_history, num_labels = iparams[0], iparams[1], iparams[2], iparams[3], iparams[7]
     cast = np.empty(1, b_score.dtype)  # float64 -> the acoustic dtype, as NumPy rounds it
     cast[0] = params[2]
@@ -127,7 +134,7 @@ def step_frames(frames, rows, beams, counters, parts, part_children, texts, text
 
     while counters[1] < num_frames:
         frame = counters[1]
-        if counters[2] + beam_width > len(part_lengths) or counters[3] + beam_width > len(word_previous):
+        if counters[2] + beam_width > part_ints.shape[1] or counters[3] + beam_width > word_ints.shape[1]:
             return NEEDS_ROOM
         row = first_row + frame
         first, count = offered_start[row], offered_count[row]
@@ -157,9 +164,8 @@ def step_frames(frames, rows, beams, counters, parts, part_children, texts, text
         while mask < 2 * count * num_beams:
             mask *= 2
         mask -= 1
-        stamps[0] += 1
-        stamp = stamps[0]
-        slot_stamps = stamps[1:]
+        counters[8] += 1
+        stamp = counters[8]
         entries = 0
         for k in range(count):
             label = offered_labels[first + k]
@@ -180,13 +186,13 @@ def step_frames(frames, rows, beams, counters, parts, part_children, texts, text
                     if target_part >= 0:
                         target = text_scores[text] + part_scores[target_part]
                     else:  # not made yet: named -(1 + parent * labels + label)
-                        target = text_scores[text] + _extension(part, label, parts, tries, params, iparams)[3]
+                        target = text_scores[text] + _extension(part, label, part_ints, tries, params, iparams)[3]
                         target_part = -(1 + part * num_labels + label)
                 score = b_score[i] + p
                 h = _hash(target_text, target_part, label, mask)
                 while True:
-                    if slot_stamps[h] != stamp:
-                        slot_stamps[h] = stamp
+                    if stamps[h] != stamp:
+                        stamps[h] = stamp
                         slots[h] = entries
                         e_score[entries] = score
                         e_beam[entries] = i
@@ -244,8 +250,8 @@ def step_frames(frames, rows, beams, counters, parts, part_children, texts, text
                     if part < 0:
                         part = counters[2]
                         counters[2] += 1
-                        length, unigram_state, hotword_state, score = _extension(parent, label, parts, tries, params, iparams)
-                        part_lengths[part], part_unigram[part], part_hotword[part] = length, unigram_state, hotword_state
+                        length, unigram_state, hotword_state, score = _extension(parent, label, part_ints, tries, params, iparams)
+                        part_ints[0, part], part_ints[1, part], part_ints[2, part] = length, unigram_state, hotword_state
                         part_scores[part], part_parents[part], part_labels[part] = score, parent, label
                         part_children[parent * num_labels + label] = part
                 if start < 0:
@@ -270,20 +276,17 @@ def step_frames(frames, rows, beams, counters, parts, part_children, texts, text
             n_text[survivors], n_part[survivors], n_last[survivors], n_score[survivors] = text, part, label, e_score[j]
             n_words[survivors], n_start[survivors], n_end[survivors] = words_of, start, end
             survivors += 1
-        b_text[:survivors] = n_text[:survivors]
-        b_part[:survivors] = n_part[:survivors]
-        b_last[:survivors] = n_last[:survivors]
+        beam_ints[0, :, :survivors] = beam_ints[1, :, :survivors]
         b_score[:survivors] = n_score[:survivors]
-        b_words[:survivors] = n_words[:survivors]
-        b_start[:survivors] = n_start[:survivors]
-        b_end[:survivors] = n_end[:survivors]
         counters[0] = survivors
         counters[1] = frame + 1
     return DONE
 
 
-def _int_dict():
-    return Dict.empty(key_type=types.int64, value_type=types.int64)
+@_jit
+def _int_dicts():
+    """Two empty int64 -> int64 dicts (made here: faster than typed.Dict.empty from Python)."""
+    return Dict.empty(key_type=types.int64, value_type=types.int64), Dict.empty(key_type=types.int64, value_type=types.int64)
 
 
 class Tables:
@@ -305,56 +308,52 @@ class Tables:
         unigram_trie = language_model.trie
         unigram_codes, _ = unigram_trie.label_codes(labels)
         hotword_trie = hotwords.trie
-        hotword_codes, _ = hotword_trie.label_codes(labels)
+        hotword_codes = hotword_trie.label_codes(labels)[0] if hotwords else unigram_codes  # (unread without)
         self.tries = (
             np.array([len(label) for label in labels], np.int64),
-            unigram_trie._keys, unigram_trie._next, unigram_codes,
-            hotword_trie._keys, hotword_trie._next, hotword_codes, hotword_trie.shortest,
+            np.stack([unigram_trie._keys, unigram_trie._next]), unigram_codes,
+            np.stack([hotword_trie._keys, hotword_trie._next]), hotword_codes, hotword_trie.shortest,
         )
         self.params = np.array([language_model.unk_score_offset, hotwords.weight, beam_prune_logp], np.float64)
         self.iparams = np.array([blank, space, beam_width, int(prune_history), int(bool(hotwords)),
                                  unigram_trie._base, hotword_trie._base, num_labels], np.int64)
-        self.counters = np.zeros(6, np.int64)
+        # beams, next frame, parts, word frames, requests, answered, first row, frames, hash stamp
+        self.counters = np.zeros(9, np.int64)
         self.counters[2] = 1  # the empty part
         size = 1024
-        # parts: length, unigram state, hotword state, score, parent, label; part 0 is the empty one
-        self.parts = (np.zeros(size, np.int64), np.zeros(size, np.int64), np.zeros(size, np.int64),
-                      np.zeros(size, np.float64), np.full(size, -1, np.int64), np.full(size, -1, np.int64))
-        self.part_children = _int_dict()
+        # parts: length, unigram state, hotword state, parent, label; score. Part 0 is the empty one.
+        self.part_ints = np.zeros((5, size), np.int64)
+        self.part_scores = np.zeros(size, np.float64)
+        self.part_children, self.text_children = _int_dicts()
         self.part_strings = {0: ""}
         # texts: score (LM + hotwords) and history id in arrays; string, state, LM score, hotwords here
-        self.text_arrays = (np.zeros(size, np.float64), np.zeros(size, np.int64))
-        self.text_children = _int_dict()
+        self.text_scores, self.text_histories = np.zeros(size, np.float64), np.zeros(size, np.int64)
         self.texts = [""]
         self.text_states = [language_model.start_state()]
         self.text_lm = [0.0]
         self.text_hotwords = [0]
         self.history_ids = {(): 0}
-        self.words = (np.zeros(size, np.int64), np.zeros(size, np.int64), np.zeros(size, np.int64))
-        self.requests = (np.zeros(beam_width, np.int64), np.zeros(beam_width, np.int64), np.zeros(beam_width, np.int64))
+        self.word_ints = np.zeros((3, size), np.int64)
+        self.requests = np.zeros((3, beam_width), np.int64)
         pairs = beam_width * num_labels
         slots = 1
         while slots < 2 * pairs:
             slots *= 2
-        self.scratch = (np.zeros(pairs, self.dtype), np.zeros(pairs, np.int64), np.zeros(pairs, np.int64),
-                        np.zeros(pairs, np.int64), np.zeros(pairs, np.float64), np.zeros(pairs, np.int64),
-                        np.zeros(pairs, self.dtype), np.zeros(slots, np.int64), np.zeros(slots + 1, np.int64))
+        self.scratch = (np.zeros((4, pairs), np.int64), np.zeros((2, pairs), self.dtype), np.zeros(pairs, np.float64),
+                        np.zeros((2, slots), np.int64))
 
     # ------------------------------------------------------------- growing
     @staticmethod
-    def _grown(arrays, fill=0):
-        out = []
-        for a in arrays:
-            b = np.full(2 * len(a), fill, a.dtype)
-            b[: len(a)] = a
-            out.append(b)
-        return tuple(out)
+    def _grown(array):
+        grown = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
+        grown[..., : array.shape[-1]] = array
+        return grown
 
     def make_room(self):
-        if self.counters[2] + self.beam_width > len(self.parts[0]):
-            self.parts = self._grown(self.parts)
-        if self.counters[3] + self.beam_width > len(self.words[0]):
-            self.words = self._grown(self.words)
+        if self.counters[2] + self.beam_width > self.part_ints.shape[1]:
+            self.part_ints, self.part_scores = self._grown(self.part_ints), self._grown(self.part_scores)
+        if self.counters[3] + self.beam_width > self.word_ints.shape[1]:
+            self.word_ints = self._grown(self.word_ints)
 
     # ------------------------------------------------------------- texts
     def part_string(self, part: int) -> str:
@@ -363,7 +362,7 @@ class Tables:
         if found is not None:
             return found
         chain = []
-        parents, labels = self.parts[4], self.parts[5]
+        parents, labels = self.part_ints[3], self.part_ints[4]
         while part not in strings:
             chain.append(part)
             part = int(parents[part])
@@ -376,10 +375,9 @@ class Tables:
         """Score the (text, part) pairs the kernel asked for: each a new text."""
         request_texts, request_parts, answers = self.requests
         count = int(self.counters[4])
-        needed = len(self.texts) + count
-        if needed > len(self.text_arrays[0]):
-            self.text_arrays = self._grown(self.text_arrays)
-        text_scores, text_histories = self.text_arrays
+        if len(self.texts) + count > len(self.text_scores):
+            self.text_scores, self.text_histories = self._grown(self.text_scores), self._grown(self.text_histories)
+        text_scores, text_histories = self.text_scores, self.text_histories
         weight = self.hotwords.weight
         for r, (text, part) in enumerate(zip(request_texts[:count].tolist(), request_parts[:count].tolist())):
             word = self.part_string(part)
@@ -414,7 +412,7 @@ class Tables:
         return self.text_lm[text] + score + self.hotwords.weight * hotwords
 
     def as_list(self, last: int):
-        previous, starts, ends = self.words
+        previous, starts, ends = self.word_ints
         frames = []
         while last >= 0:
             frames.append((int(starts[last]), int(ends[last])))
@@ -424,30 +422,30 @@ class Tables:
 
 def search(frames, tables: Tables, settings, finish):
     """The beams of each utterance (``search.search``'s result), one utterance after another."""
-    dtype = tables.dtype
-    frame_arrays = (settings.canonical_array[frames.labels], frames.values, frames.start, frames.count)
-    width = tables.beam_width
+    offered_labels, offered_rows = settings.canonical_array[frames.labels], np.stack([frames.start, frames.count])
+    counters, width = tables.counters, tables.beam_width
+    beam_ints, beam_scores = np.zeros((2, 6, width), np.int64), np.zeros((2, width), tables.dtype)
     results = []
-    for u, length in enumerate(frames.lengths):
-        beams = tuple(tuple(np.zeros(width, dt) for dt in [np.int64] * 3 + [dtype] + [np.int64] * 3) for _ in range(2))
-        b_text, b_part, b_last, b_score, b_words, b_start, b_end = beams[0]
-        b_last[0], b_words[0], b_start[0], b_end[0] = -1, -1, -1, -1
-        tables.counters[0], tables.counters[1] = 1, 0
-        rows = np.array([frames.first_row[u], length], np.int64)
+    for first_row, length in zip(frames.first_row.tolist(), frames.lengths):
+        beam_ints[0, :, 0] = (0, 0, -1, -1, -1, -1)  # the empty prefix: no label, no word frames
+        beam_scores[0, 0] = 0
+        counters[0], counters[1], counters[6], counters[7] = 1, 0, first_row, length
         while True:
-            status = step_frames(frame_arrays, rows, beams, tables.counters, tables.parts, tables.part_children,
-                                 tables.text_arrays, tables.text_children, tables.words, tables.tries,
-                                 tables.params, tables.iparams, tables.requests, tables.scratch)
+            status = step_frames(
+                offered_labels, frames.values, offered_rows, counters, beam_ints, beam_scores, tables.part_ints,
+                tables.part_scores, tables.part_children, tables.text_scores, tables.text_histories,
+                tables.text_children, tables.word_ints, tables.tries, tables.params, tables.iparams, tables.requests,
+                *tables.scratch,
+            )
             if status == DONE:
                 break
             if status == NEEDS_TEXTS:
                 tables.add_texts()
             else:
                 tables.make_room()
-        n = int(tables.counters[0])
-        scores = b_score[:n].tolist() if dtype == np.float64 else list(b_score[:n])
-        live = [((t, q), last, s, w, a, e) for t, q, last, s, w, a, e in zip(
-            b_text[:n].tolist(), b_part[:n].tolist(), b_last[:n].tolist(), scores, b_words[:n].tolist(),
-            b_start[:n].tolist(), b_end[:n].tolist())]
+        n = int(counters[0])
+        texts, parts, last, words, starts, ends = beam_ints[0, :, :n].tolist()
+        scores = beam_scores[0, :n].tolist() if tables.dtype == np.float64 else list(beam_scores[0, :n])
+        live = list(zip(zip(texts, parts), last, scores, words, starts, ends))
         results.append(finish(live, tables, tables, settings))
     return results

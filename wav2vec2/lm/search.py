@@ -404,20 +404,24 @@ class _Frames:
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)  # (total frames,)
         self.labels = np.repeat(best, self.count)
         bounds = np.concatenate([[0], np.cumsum(above)]).tolist()
-        labels = labels.tolist()
+        labels, starts, above_list = labels.tolist(), self.start.tolist(), above.tolist()
+        # (the union, as the reference makes it: a copy of a set may iterate in another order)
         for row, top in zip(np.flatnonzero(above > 1).tolist(), best[above > 1].tolist()):
-            start = int(self.start[row])
-            self.labels[start:start + above[row]] = list(set(labels[bounds[row]:bounds[row + 1]]) | {top})
+            start = starts[row]
+            self.labels[start:start + above_list[row]] = list(set(labels[bounds[row]:bounds[row + 1]]) | {top})
         self.values = rows[np.repeat(np.arange(len(rows)), self.count), self.labels]  # same dtype
-        # For the Python steps: plain floats for float64 (the same arithmetic), else scalars of the dtype.
-        self.label_list = self.labels.tolist()
-        self.value_list = self.values.tolist() if self.values.dtype == np.float64 else list(self.values)
-        self.start_list, self.count_list = self.start.tolist(), self.count.tolist()
+        self._lists = None
 
     def offered(self, row: int):
-        start = self.start_list[row]
-        end = start + self.count_list[row]
-        return self.label_list[start:end], self.value_list[start:end]
+        """(labels, values) a frame offers, as lists for the Python steps: plain floats for float64
+        (the same arithmetic), else scalars of the dtype."""
+        if self._lists is None:
+            values = self.values.tolist() if self.values.dtype == np.float64 else list(self.values)
+            self._lists = self.labels.tolist(), values, self.start.tolist(), self.count.tolist()
+        label_list, value_list, start_list, count_list = self._lists
+        start = start_list[row]
+        end = start + count_list[row]
+        return label_list[start:end], value_list[start:end]
 
 
 def decode(log_probs: List[np.ndarray], labels: List[str], language_model: LanguageModel, hotwords: Hotwords,
@@ -436,7 +440,7 @@ def decode(log_probs: List[np.ndarray], labels: List[str], language_model: Langu
 def search(frames: "_Frames", prefixes: Prefixes, settings: Settings):
     """``decode`` by the Python and NumPy steps."""
     dtype = frames.values.dtype
-    first_row, count = frames.first_row.tolist(), frames.count_list
+    first_row, count = frames.first_row.tolist(), frames.count.tolist()
     word_frames = WordFrames()
     beams = [[_START] for _ in frames.lengths]
     results = [None] * len(frames.lengths)
