@@ -25,8 +25,6 @@ from typing import List
 import numpy as np
 
 import numba
-from numba import types
-from numba.typed import Dict
 
 from .language_model import TYPICAL_WORD_LENGTH
 
@@ -73,12 +71,44 @@ def _extension(part, label, part_ints, tries, params, iparams):
     return length, unigram_state, hotword_state, score
 
 
+# The kernel's maps (parent part, label -> part; text, part -> text) are open-addressing tables:
+# (2, capacity) int64 arrays of keys (-1: empty) and values, kept at most half full.
+@_jit
+def _slot(table, key):
+    """Where ``key`` is in ``table``, or the empty slot where it would go."""
+    mask = table.shape[1] - 1
+    h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    at = np.int64((h ^ (h >> np.uint64(31))) & np.uint64(mask))
+    while table[0, at] != key and table[0, at] != -1:
+        at = (at + 1) & mask
+    return at
+
+
 @_jit
 def _get(table, key):
     """table[key], -1 where absent."""
-    if key in table:
-        return table[key]
-    return -1
+    return table[1, _slot(table, key)]
+
+
+@_jit
+def _put(table, key, value):
+    at = _slot(table, key)
+    table[0, at], table[1, at] = key, value
+
+
+def _new_map(capacity=1024):
+    table = np.full((2, capacity), -1, np.int64)
+    return table
+
+
+@_jit
+def grown_map(table):
+    """``table`` rehashed into one twice the size."""
+    grown = np.full((2, 2 * table.shape[1]), -1, np.int64)
+    for at in range(table.shape[1]):
+        if table[0, at] != -1:
+            _put(grown, table[0, at], table[1, at])
+    return grown
 
 
 @_jit
@@ -100,7 +130,8 @@ def step_frames(offered_labels, offered_values, offered_rows, counters, beam_int
 
     offered_labels, offered_values: the labels each frame offers, flat, from offered_rows
     (first, count) of each row. counters: beams, next frame, parts, word frames, requests,
-    requests answered, first row of the utterance, its frames. beam_ints (2, 6, beam_width): text,
+    requests answered, first row of the utterance, its frames, hash stamp, entries in the two
+    maps (part_children, text_children). beam_ints (2, 6, beam_width): text,
     part, last label, word frames, start, end of each beam (and of the next frame's);
     beam_scores (2, beam_width): acoustic scores. part_ints: length, unigram and hotword trie
     states, parent, label of each part; text_histories: the ids prune_history compares.
@@ -128,13 +159,16 @@ def step_frames(offered_labels, offered_values, offered_rows, counters, beam_int
 
     # The texts Python made since the last call.
     for r in range(counters[5]):
-        text_children[request_texts[r] * _PAIR + request_parts[r]] = request_answers[r]
+        _put(text_children, request_texts[r] * _PAIR + request_parts[r], request_answers[r])
+    counters[10] += counters[5]
     counters[4] = 0
     counters[5] = 0
 
     while counters[1] < num_frames:
         frame = counters[1]
-        if counters[2] + beam_width > part_ints.shape[1] or counters[3] + beam_width > word_ints.shape[1]:
+        if (counters[2] + beam_width > part_ints.shape[1] or counters[3] + beam_width > word_ints.shape[1]
+                or 2 * (counters[9] + beam_width) > part_children.shape[1]
+                or 2 * (counters[10] + beam_width) > text_children.shape[1]):
             return NEEDS_ROOM
         row = first_row + frame
         first, count = offered_start[row], offered_count[row]
@@ -145,7 +179,7 @@ def step_frames(offered_labels, offered_values, offered_rows, counters, beam_int
                 for i in range(num_beams):
                     if b_part[i] != 0:
                         key = b_text[i] * _PAIR + b_part[i]
-                        if key not in text_children:
+                        if _get(text_children, key) < 0:
                             known = False
                             for r in range(counters[4]):
                                 if request_texts[r] == b_text[i] and request_parts[r] == b_part[i]:
@@ -178,7 +212,7 @@ def step_frames(offered_labels, offered_values, offered_rows, counters, beam_int
                     if part != 0:
                         target += part_scores[part]
                 elif label == space:
-                    target_text, target_part = text_children[text * _PAIR + part], 0
+                    target_text, target_part = _get(text_children, text * _PAIR + part), 0
                     target = text_scores[target_text]
                 else:
                     target_text = text
@@ -253,7 +287,8 @@ def step_frames(offered_labels, offered_values, offered_rows, counters, beam_int
                         length, unigram_state, hotword_state, score = _extension(parent, label, part_ints, tries, params, iparams)
                         part_ints[0, part], part_ints[1, part], part_ints[2, part] = length, unigram_state, hotword_state
                         part_scores[part], part_parents[part], part_labels[part] = score, parent, label
-                        part_children[parent * num_labels + label] = part
+                        _put(part_children, parent * num_labels + label, part)
+                        counters[9] += 1
                 if start < 0:
                     start = frame
                 end = frame + 1
@@ -281,12 +316,6 @@ def step_frames(offered_labels, offered_values, offered_rows, counters, beam_int
         counters[0] = survivors
         counters[1] = frame + 1
     return DONE
-
-
-@_jit
-def _int_dicts():
-    """Two empty int64 -> int64 dicts (made here: faster than typed.Dict.empty from Python)."""
-    return Dict.empty(key_type=types.int64, value_type=types.int64), Dict.empty(key_type=types.int64, value_type=types.int64)
 
 
 class Tables:
@@ -317,14 +346,15 @@ class Tables:
         self.params = np.array([language_model.unk_score_offset, hotwords.weight, beam_prune_logp], np.float64)
         self.iparams = np.array([blank, space, beam_width, int(prune_history), int(bool(hotwords)),
                                  unigram_trie._base, hotword_trie._base, num_labels], np.int64)
-        # beams, next frame, parts, word frames, requests, answered, first row, frames, hash stamp
-        self.counters = np.zeros(9, np.int64)
+        # beams, next frame, parts, word frames, requests, answered, first row, frames, hash stamp,
+        # entries in part_children, in text_children
+        self.counters = np.zeros(11, np.int64)
         self.counters[2] = 1  # the empty part
         size = 1024
         # parts: length, unigram state, hotword state, parent, label; score. Part 0 is the empty one.
         self.part_ints = np.zeros((5, size), np.int64)
         self.part_scores = np.zeros(size, np.float64)
-        self.part_children, self.text_children = _int_dicts()
+        self.part_children, self.text_children = _new_map(), _new_map()
         self.part_strings = {0: ""}
         # texts: score (LM + hotwords) and history id in arrays; string, state, LM score, hotwords here
         self.text_scores, self.text_histories = np.zeros(size, np.float64), np.zeros(size, np.int64)
@@ -354,6 +384,10 @@ class Tables:
             self.part_ints, self.part_scores = self._grown(self.part_ints), self._grown(self.part_scores)
         if self.counters[3] + self.beam_width > self.word_ints.shape[1]:
             self.word_ints = self._grown(self.word_ints)
+        if 2 * (self.counters[9] + self.beam_width) > self.part_children.shape[1]:
+            self.part_children = grown_map(self.part_children)
+        if 2 * (self.counters[10] + self.beam_width) > self.text_children.shape[1]:
+            self.text_children = grown_map(self.text_children)
 
     # ------------------------------------------------------------- texts
     def part_string(self, part: int) -> str:
