@@ -17,7 +17,12 @@ bigram structure). The utterances spell held-out sentences of that corpus in thr
   backend, head sharpened); the model knows nothing, so its output is structured noise. Skipped
   without torch or espeak-ng.
 
-    python benchmarks/bench_lm_decoders.py [--utterances 80] [--beam-width 100] [--batch-size 0] [--json]
+With numba installed our search steps frames in its compiled kernel (``wav2vec2/lm/kernel.py``);
+``--python-steps`` times the Python/NumPy steps instead. Batches are timed in this process and in a
+fork-context pool of ``--processes`` workers.
+
+    python benchmarks/bench_lm_decoders.py [--utterances 80] [--beam-width 100] [--batch-size 0]
+        [--processes 2] [--python-steps] [--json]
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import collections
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -37,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from wav2vec2.lm import BeamSearchDecoder, LanguageModel, build_alphabet  # noqa: E402
+from wav2vec2.lm import BeamSearchDecoder, LanguageModel, build_alphabet, search  # noqa: E402
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz'"
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *LETTERS]
@@ -175,13 +181,24 @@ def compare(ours, reference):
     return ours[0][0] == reference[0][0], ours[0][1] == reference[0][1], same_beams, difference
 
 
+def print_row(row):
+    print(f"{row['source']:>7} {row['utterances']:5d} {row['frames']:6.0f} | {row['same_text']:9d} {row['same_offsets']:8d} "
+          f"{row['same_beams']:6d} {row['max_score_difference']:13.1e} | {row['pyctcdecode_ms']:14.1f} "
+          f"{row['ours_ms']:8.1f} {row['speedup']:5.1f} {row['speedup_median']:5.1f} | "
+          f"{row['batched_ms']:10.1f} {row['batched_speedup']:5.1f} | {row['pool_ms']:7.1f} {row['pool_speedup']:5.1f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utterances", type=int, default=80, help="utterances per source")
     parser.add_argument("--beam-width", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=0, help="utterances per batched call (0: a source at once)")
+    parser.add_argument("--processes", type=int, default=2, help="workers of the pool for batches (0: none)")
+    parser.add_argument("--python-steps", action="store_true", help="time the Python/NumPy steps, not the kernel")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args(argv)
+    if args.python_steps:
+        search.COMPILED = False
     logging.disable(logging.WARNING)  # pyctcdecode's notes about the alphabet and unigrams
     from pyctcdecode import build_ctcdecoder
 
@@ -196,12 +213,18 @@ def main(argv=None):
         sources = corpus(test, args.utterances, rng)
 
         options = dict(beam_width=args.beam_width)
-        ours.decode_beams(sources["noisy"][0], **options)  # first use builds the unigram trie
+        # First use builds the unigram trie and loads (or compiles) the kernel.
+        ours.decode_beams_batch([batch[0] for batch in sources.values()], **options)
+        pool = multiprocessing.get_context("fork").Pool(args.processes) if args.processes > 1 else None
         load = os.getloadavg()[0]
-        print(f"beam width {args.beam_width}; load average {load:.1f} on {os.cpu_count()} CPUs (a shared machine)")
+        steps = "compiled kernel (numba)" if search.COMPILED else "Python/NumPy steps"
+        print(f"beam width {args.beam_width}; ours: {steps}; load average {load:.1f} on {os.cpu_count()} CPUs "
+              f"(a shared machine)")
         print(f"{'source':>7} {'utts':>5} {'frames':>6} | {'same text':>9} {'offsets':>8} {'beams':>6} {'max |d score|':>13} | "
-              f"{'pyctcdecode ms':>14} {'ours ms':>8} {'x':>5} {'x med':>5} | {'batched ms':>10} {'x':>5}")
+              f"{'pyctcdecode ms':>14} {'ours ms':>8} {'x':>5} {'x med':>5} | {'batched ms':>10} {'x':>5} | "
+              f"{'pool ms':>7} {'x':>5}")
         results = []
+        totals = collections.defaultdict(float)
         for name, batch in sources.items():
             reference_times, our_times, agreement, alone = [], [], [], []
             for i, log_probs in enumerate(batch):
@@ -223,6 +246,14 @@ def main(argv=None):
             batched_time = time.perf_counter() - start
             if batched != alone:
                 raise AssertionError(f"{name}: batched decoding differs from decoding one by one")
+            pool_time = math.nan
+            if pool is not None:
+                start = time.perf_counter()
+                pooled = [beams for first in range(0, len(batch), size)
+                          for beams in ours.decode_beams_batch(batch[first:first + size], pool=pool, **options)]
+                pool_time = time.perf_counter() - start
+                if pooled != alone:
+                    raise AssertionError(f"{name}: decoding in a pool differs from decoding one by one")
             reference_times, our_times = np.array(reference_times), np.array(our_times)
             row = {
                 "source": name, "utterances": len(batch), "frames": float(np.mean([len(b) for b in batch])),
@@ -232,14 +263,36 @@ def main(argv=None):
                 "speedup": float(reference_times.sum() / our_times.sum()),
                 "speedup_median": float(np.median(reference_times / our_times)),
                 "batched_ms": 1000 * batched_time / len(batch), "batched_speedup": float(reference_times.sum() / batched_time),
+                "pool_ms": 1000 * pool_time / len(batch), "pool_speedup": float(reference_times.sum() / pool_time),
+                "ratios": reference_times / our_times,
             }
+            for key, value in [("utterances", len(batch)), ("frames", row["frames"] * len(batch)),
+                               ("reference", reference_times.sum()), ("ours", our_times.sum()),
+                               ("batched", batched_time), ("pool", pool_time)]:
+                totals[key] += value
             results.append(row)
-            print(f"{name:>7} {row['utterances']:5d} {row['frames']:6.0f} | {row['same_text']:9d} {row['same_offsets']:8d} "
-                  f"{row['same_beams']:6d} {row['max_score_difference']:13.1e} | {row['pyctcdecode_ms']:14.1f} "
-                  f"{row['ours_ms']:8.1f} {row['speedup']:5.1f} {row['speedup_median']:5.1f} | "
-                  f"{row['batched_ms']:10.1f} {row['batched_speedup']:5.1f}")
-        print("ms: median per utterance (batched: mean); x: total pyctcdecode time / total ours; x med: median of "
-              "per-utterance ratios")
+            print_row(row)
+        if pool is not None:
+            pool.close()
+            pool.join()
+        everything = {
+            "source": "all", "utterances": int(totals["utterances"]), "frames": totals["frames"] / totals["utterances"],
+            **{key: sum(row[key] for row in results) for key in ["same_text", "same_offsets", "same_beams"]},
+            "max_score_difference": max(row["max_score_difference"] for row in results),
+            "pyctcdecode_ms": 1000 * totals["reference"] / totals["utterances"],
+            "ours_ms": 1000 * totals["ours"] / totals["utterances"],
+            "speedup": totals["reference"] / totals["ours"],
+            "speedup_median": float(np.median(np.concatenate([row["ratios"] for row in results]))),
+            "batched_ms": 1000 * totals["batched"] / totals["utterances"],
+            "batched_speedup": totals["reference"] / totals["batched"],
+            "pool_ms": 1000 * totals["pool"] / totals["utterances"], "pool_speedup": totals["reference"] / totals["pool"],
+        }
+        print_row(everything)
+        results.append(everything)
+        for row in results:
+            row.pop("ratios", None)
+        print("ms: median per utterance (all: mean; batched and pool: mean over one call per source); x: total "
+              "pyctcdecode time / total ours; x med: median of per-utterance ratios")
         if args.json:
             print(json.dumps(results, indent=2))
 

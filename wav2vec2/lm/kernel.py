@@ -340,8 +340,7 @@ class Tables:
         hotword_codes = hotword_trie.label_codes(labels)[0] if hotwords else unigram_codes  # (unread without)
         self.tries = (
             np.array([len(label) for label in labels], np.int64),
-            np.stack([unigram_trie._keys, unigram_trie._next]), unigram_codes,
-            np.stack([hotword_trie._keys, hotword_trie._next]), hotword_codes, hotword_trie.shortest,
+            unigram_trie.edges, unigram_codes, hotword_trie.edges, hotword_codes, hotword_trie.shortest,
         )
         self.params = np.array([language_model.unk_score_offset, hotwords.weight, beam_prune_logp], np.float64)
         self.iparams = np.array([blank, space, beam_width, int(prune_history), int(bool(hotwords)),
@@ -409,26 +408,29 @@ class Tables:
         """Score the (text, part) pairs the kernel asked for: each a new text."""
         request_texts, request_parts, answers = self.requests
         count = int(self.counters[4])
-        if len(self.texts) + count > len(self.text_scores):
+        first = len(self.texts)
+        if first + count > len(self.text_scores):
             self.text_scores, self.text_histories = self._grown(self.text_scores), self._grown(self.text_histories)
-        text_scores, text_histories = self.text_scores, self.text_histories
+        texts, text_states, text_lm, text_hotwords = self.texts, self.text_states, self.text_lm, self.text_hotwords
+        part_strings, hotwords = self.part_strings, self.hotwords.words
         weight = self.hotwords.weight
-        for r, (text, part) in enumerate(zip(request_texts[:count].tolist(), request_parts[:count].tolist())):
-            word = self.part_string(part)
-            string = f"{self.texts[text]} {word}" if self.texts[text] else word
-            score, state = self.lm.score_word(self.text_states[text], word)
-            lm = self.text_lm[text] + score
-            hotwords = self.text_hotwords[text] + (word in self.hotwords.words)
-            new = len(self.texts)
-            self.texts.append(string)
-            self.text_states.append(state)
-            self.text_lm.append(lm)
-            self.text_hotwords.append(hotwords)
-            text_scores[new] = lm + weight * hotwords
-            if self.prune_history:
-                history = tuple(string.split()[-self.history_words:])
-                text_histories[new] = self.history_ids.setdefault(history, len(self.history_ids))
-            answers[r] = new
+        scores = []
+        for text, part in zip(request_texts[:count].tolist(), request_parts[:count].tolist()):
+            word = part_strings.get(part) or self.part_string(part)
+            score, state = self.lm.score_word(text_states[text], word)
+            lm = text_lm[text] + score
+            hot = text_hotwords[text] + (word in hotwords)
+            texts.append(f"{texts[text]} {word}" if texts[text] else word)
+            text_states.append(state)
+            text_lm.append(lm)
+            text_hotwords.append(hot)
+            scores.append(lm + weight * hot)
+        self.text_scores[first:first + count] = scores
+        if self.prune_history:
+            self.text_histories[first:first + count] = [
+                self.history_ids.setdefault(tuple(string.split()[-self.history_words:]), len(self.history_ids))
+                for string in texts[first:]]
+        answers[:count] = np.arange(first, first + count)
         self.counters[5] = count
 
     # ------------------------------------------------------------- the end of an utterance

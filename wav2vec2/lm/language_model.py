@@ -103,6 +103,7 @@ class CharTrie:
         self._keys = keys[order]  # (edges,) sorted: parent state * base + char code
         self._next = np.arange(1, len(keys) + 1, dtype=np.int64)[order]  # (edges,) child state
         self.shortest = np.array(shortest, np.int64)  # (states,)
+        self.edges = np.stack([self._keys, self._next])  # (2, edges): both, for the compiled search
         self._seen = {}  # parent state * base + char code -> child state, for ``step``
         self._label_codes = {}  # labels -> label_codes(labels)
 
