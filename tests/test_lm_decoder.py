@@ -1,6 +1,7 @@
 """wav2vec2.lm's beam search against the reference decoder (pyctcdecode, the oracle) on the same
 logits and the same KenLM model (an ARPA file written here): every beam's text, word frames and
-scores, over the option space, in both kinds of step (Python and NumPy), and the files both ways."""
+scores, over the option space, in every kind of step (the compiled kernel when numba is
+installed, Python and NumPy), and the files both ways."""
 import json
 import logging
 import multiprocessing.pool
@@ -48,6 +49,18 @@ def arpa(tmp_path_factory):
     return str(path)
 
 
+STEPS = ["compiled", "fallback"]
+
+
+@pytest.fixture(params=STEPS)
+def steps(request, monkeypatch):
+    """Each test with this fixture runs with the compiled kernel and with the Python/NumPy steps."""
+    if request.param == "compiled" and search.kernel is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(search, "COMPILED", request.param == "compiled")
+    return request.param
+
+
 def decoders(kenlm_path, vocab=VOCAB, unigrams=None, **weights):
     """(ours, reference) for the same vocabulary, KenLM file, unigrams and weights."""
     reference = pyctcdecode.build_ctcdecoder(
@@ -93,7 +106,7 @@ def random_options(rng):
 
 
 @pytest.mark.parametrize("seed", range(16))
-def test_beams_match_the_reference_over_the_options(arpa, seed):
+def test_beams_match_the_reference_over_the_options(arpa, seed, steps):
     rng = np.random.default_rng(seed)
     weights = dict(alpha=float(rng.choice([0.5, 0.0, 2.0])), beta=float(rng.choice([1.5, 0.0, -1.0])),
                    unk_score_offset=float(rng.choice([-10.0, -3.0])), lm_score_boundary=bool(rng.integers(2)))
@@ -105,21 +118,28 @@ def test_beams_match_the_reference_over_the_options(arpa, seed):
 
 
 @pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")  # the oracle, 0 frames
-@pytest.mark.parametrize("numpy_min_pairs", [0, 10**9], ids=["numpy-steps", "python-steps"])
+@pytest.mark.parametrize("numpy_min_pairs", [None, 0, 10**9], ids=["compiled", "numpy-steps", "python-steps"])
 def test_a_batch_is_decoded_as_each_utterance_alone(arpa, monkeypatch, numpy_min_pairs):
-    """Utterances of different lengths decode together, every frame by NumPy or every one by Python."""
+    """Utterances of different lengths decode together, by the compiled kernel (with tables that
+    start tiny, so that they grow), or every frame by NumPy, or every one by Python."""
+    if numpy_min_pairs is None:
+        if search.kernel is None:
+            pytest.skip("numba is not installed")
+        monkeypatch.setattr(search.kernel, "INITIAL_SIZE", 4)
+    else:
+        monkeypatch.setattr(search, "COMPILED", False)
     ours, reference = decoders(arpa)
     rng = np.random.default_rng(7)
     batch = [noisy_logits(s, rng, noise=n) for s, n in zip(SENTENCES, [0.5, 1.5, 2.5, 2.0, 3.0])] + [
         np.zeros((0, len(VOCAB)), np.float32)]
-    monkeypatch.setattr(search, "NUMPY_MIN_PAIRS", numpy_min_pairs)
+    monkeypatch.setattr(search, "NUMPY_MIN_PAIRS", numpy_min_pairs or 0)
     for options in [dict(), dict(beam_width=8, prune_history=True, hotwords=["egg", "bea"], token_min_logp=-7.0)]:
         beams = ours.decode_beams_batch(batch, **options)
         for logits, utterance_beams in zip(batch, beams):
             assert_same_beams(our_beams(utterance_beams), reference_beams(reference, logits, **options))
 
 
-def test_probabilities_and_dtypes_keep_the_reference_arithmetic(arpa):
+def test_probabilities_and_dtypes_keep_the_reference_arithmetic(arpa, steps):
     """Rows that sum to 1 are probabilities (their dtype is kept: float32 sums stay float32);
     logits of any float dtype go through a float64 log-softmax."""
     ours, reference = decoders(arpa)
@@ -134,7 +154,7 @@ def test_probabilities_and_dtypes_keep_the_reference_arithmetic(arpa):
     assert ours.decode_beams(dyadic)[0].lm_score == float(np.float32(ours.decode_beams(dyadic)[0].lm_score))
 
 
-def test_unigrams_given_or_none(arpa, tmp_path):
+def test_unigrams_given_or_none(arpa, tmp_path, steps):
     """No unigram list (a KenLM file the reference does not read words from): every word in progress
     is unknown; a shorter list: the others count as unknown words."""
     not_arpa = str(tmp_path / "lm.klm")  # KenLM reads ARPA text whatever the name
@@ -186,6 +206,28 @@ def test_unique_spellings():
     assert not spellings_are_unique(["a", "b", "ab"])
     assert not spellings_are_unique(["a", "ab", "ba"])  # "aba" = a.ba = ab.a
     assert not spellings_are_unique(["a", "b c"])  # a space inside a label joins two words
+
+
+@pytest.mark.skipif(search.kernel is None, reason="numba is not installed")
+def test_the_kernel_and_the_python_steps_give_the_same_bits(arpa, monkeypatch):
+    """Many random cases (options, LM weights, unigram lists, dtypes, batches), every beam's
+    text, word frames and scores equal to the bit; the kernel's tables start tiny and grow."""
+    monkeypatch.setattr(search.kernel, "INITIAL_SIZE", 8)
+    rng = np.random.default_rng(21)
+    for case in range(12):
+        unigrams = [None, WORDS[:6], WORDS + ["ghost"]][case % 3]
+        weights = dict(alpha=float(rng.choice([0.5, 1.5])), beta=float(rng.choice([1.5, -0.5])),
+                       unk_score_offset=float(rng.choice([-10.0, -4.0])), score_boundary=bool(rng.integers(2)))
+        ours = BeamSearchDecoder(build_alphabet(VOCAB), LanguageModel.from_file(arpa, unigrams, **weights))
+        batch = [noisy_logits(s, rng, noise=float(rng.choice([0.5, 1.5, 2.5]))) for s in SENTENCES[: 1 + case % 4]]
+        if case % 4 == 1:  # probabilities: float32 sums stay float32
+            batch = [(np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)).astype(np.float32) for x in batch]
+        options = random_options(rng)
+        results = []
+        for compiled in [True, False]:
+            monkeypatch.setattr(search, "COMPILED", compiled)
+            results.append([our_beams(b) for b in ours.decode_beams_batch(batch, **options)])
+        assert results[0] == results[1], (case, options)
 
 
 def test_trie_knows_the_prefixes_of_its_words():
@@ -241,7 +283,7 @@ def our_beams_of(batch):
     return [our_beams(beams) for beams in batch]
 
 
-def test_model_logits_match_the_reference(arpa):
+def test_model_logits_match_the_reference(arpa, steps):
     """Log-softmax logits of a (random, tiny) CTC model on spoken words, as ``transcribe --lm`` decodes them."""
     torch = pytest.importorskip("torch")
     from conftest import small_config

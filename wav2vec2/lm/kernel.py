@@ -28,6 +28,8 @@ import numba
 
 from .language_model import TYPICAL_WORD_LENGTH
 
+# Rows each table starts with (they double when full; tests make them small).
+INITIAL_SIZE = 1024
 # Pair keys: text * _PAIR + part, as in search.py.
 _PAIR = 1 << 31
 # What a call of ``step_frames`` ends with.
@@ -96,9 +98,8 @@ def _put(table, key, value):
     table[0, at], table[1, at] = key, value
 
 
-def _new_map(capacity=1024):
-    table = np.full((2, capacity), -1, np.int64)
-    return table
+def _new_map(capacity):
+    return np.full((2, capacity), -1, np.int64)
 
 
 @_jit
@@ -349,11 +350,11 @@ class Tables:
         # entries in part_children, in text_children
         self.counters = np.zeros(11, np.int64)
         self.counters[2] = 1  # the empty part
-        size = 1024
+        size = INITIAL_SIZE  # a power of 2, for the maps
         # parts: length, unigram state, hotword state, parent, label; score. Part 0 is the empty one.
         self.part_ints = np.zeros((5, size), np.int64)
         self.part_scores = np.zeros(size, np.float64)
-        self.part_children, self.text_children = _new_map(), _new_map()
+        self.part_children, self.text_children = _new_map(size), _new_map(size)
         self.part_strings = {0: ""}
         # texts: score (LM + hotwords) and history id in arrays; string, state, LM score, hotwords here
         self.text_scores, self.text_histories = np.zeros(size, np.float64), np.zeros(size, np.int64)
@@ -409,7 +410,7 @@ class Tables:
         request_texts, request_parts, answers = self.requests
         count = int(self.counters[4])
         first = len(self.texts)
-        if first + count > len(self.text_scores):
+        while first + count > len(self.text_scores):
             self.text_scores, self.text_histories = self._grown(self.text_scores), self._grown(self.text_histories)
         texts, text_states, text_lm, text_hotwords = self.texts, self.text_states, self.text_lm, self.text_hotwords
         part_strings, hotwords = self.part_strings, self.hotwords.words
