@@ -211,8 +211,10 @@ def test_unique_spellings():
 @pytest.mark.skipif(search.kernel is None, reason="numba is not installed")
 def test_the_kernel_and_the_python_steps_give_the_same_bits(arpa, monkeypatch):
     """Many random cases (options, LM weights, unigram lists, dtypes, batches), every beam's
-    text, word frames and scores equal to the bit; the kernel's tables start tiny and grow."""
+    text, word frames and scores equal to the bit; the kernel's tables start tiny, grow, and are
+    cleared between the utterances of a batch."""
     monkeypatch.setattr(search.kernel, "INITIAL_SIZE", 8)
+    monkeypatch.setattr(search.kernel, "MAX_PARTS", 40)
     rng = np.random.default_rng(21)
     for case in range(12):
         unigrams = [None, WORDS[:6], WORDS + ["ghost"]][case % 3]

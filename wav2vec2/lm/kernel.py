@@ -30,6 +30,9 @@ from .language_model import TYPICAL_WORD_LENGTH
 
 # Rows each table starts with (they double when full; tests make them small).
 INITIAL_SIZE = 1024
+# A batch's utterances share their tables (texts met again are not scored again) until they hold
+# this many parts; then they start afresh: huge tables cost more in cache misses than they save.
+MAX_PARTS = 1 << 17
 # Pair keys: text * _PAIR + part, as in search.py.
 _PAIR = 1 << 31
 # What a call of ``step_frames`` ends with.
@@ -346,10 +349,23 @@ class Tables:
         self.params = np.array([language_model.unk_score_offset, hotwords.weight, beam_prune_logp], np.float64)
         self.iparams = np.array([blank, space, beam_width, int(prune_history), int(bool(hotwords)),
                                  unigram_trie._base, hotword_trie._base, num_labels], np.int64)
+        self.requests = np.zeros((3, beam_width), np.int64)
+        pairs = beam_width * num_labels
+        slots = 1
+        while slots < 2 * pairs:
+            slots *= 2
+        self.scratch = (np.zeros((4, pairs), np.int64), np.zeros((2, pairs), self.dtype), np.zeros(pairs, np.float64),
+                        np.zeros((2, slots), np.int64))
+        self.clear()
+
+    def clear(self):
+        """Forget every part, text and word frame (they are caches: the beams stay the same)."""
+        language_model = self.lm
         # beams, next frame, parts, word frames, requests, answered, first row, frames, hash stamp,
         # entries in part_children, in text_children
         self.counters = np.zeros(11, np.int64)
         self.counters[2] = 1  # the empty part
+        self.scratch[3][1] = 0  # hash stamps (the counter restarts)
         size = INITIAL_SIZE  # a power of 2, for the maps
         # parts: length, unigram state, hotword state, parent, label; score. Part 0 is the empty one.
         self.part_ints = np.zeros((5, size), np.int64)
@@ -364,13 +380,6 @@ class Tables:
         self.text_hotwords = [0]
         self.history_ids = {(): 0}
         self.word_ints = np.zeros((3, size), np.int64)
-        self.requests = np.zeros((3, beam_width), np.int64)
-        pairs = beam_width * num_labels
-        slots = 1
-        while slots < 2 * pairs:
-            slots *= 2
-        self.scratch = (np.zeros((4, pairs), np.int64), np.zeros((2, pairs), self.dtype), np.zeros(pairs, np.float64),
-                        np.zeros((2, slots), np.int64))
 
     # ------------------------------------------------------------- growing
     @staticmethod
@@ -464,6 +473,9 @@ def search(frames, tables: Tables, settings, finish):
     beam_ints, beam_scores = np.zeros((2, 6, width), np.int64), np.zeros((2, width), tables.dtype)
     results = []
     for first_row, length in zip(frames.first_row.tolist(), frames.lengths):
+        if counters[2] > MAX_PARTS:
+            tables.clear()
+            counters = tables.counters
         beam_ints[0, :, 0] = (0, 0, -1, -1, -1, -1)  # the empty prefix: no label, no word frames
         beam_scores[0, 0] = 0
         counters[0], counters[1], counters[6], counters[7] = 1, 0, first_row, length
