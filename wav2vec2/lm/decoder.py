@@ -1,5 +1,5 @@
 """CTC prefix beam search with a KenLM language model: the reference decoder's (pyctcdecode's) search,
-for one utterance or a batch (``search.py`` holds the computation).
+for one utterance or a batch (``search.py`` and its compiled kernel ``kernel.py`` hold the computation).
 
 The search, frame by frame (as the reference does it, so that the same logits give the same text):
 - a beam is (finished words, word in progress, last label), with its acoustic log-score;

@@ -1,6 +1,8 @@
 """The beam search itself: the reference's, frame by frame, for a batch of utterances at once.
 
-Each frame is stepped in one of two ways that give the same beams: in plain Python, one
+``decode`` hands the frames to the compiled kernel (``kernel.py``) when numba is installed, the
+labels spell each string one way and scores are float64 or float32; otherwise they are stepped here.
+Each frame is stepped here in one of two ways that give the same beams: in plain Python, one
 utterance at a time (cheapest when a frame has few beams and labels, as with a confident acoustic
 model), or with NumPy, all utterances together (a fixed cost per frame, then little per beam), by
 how many (beam, label) pairs the frame has.
