@@ -47,3 +47,12 @@ __all__ = [
     "Position", "TrainSettings", "Trainer", "build_vocabulary", "ctc_tokenizer", "fit", "label_vocabulary",
     "learning_rate", "normalize_text", "read_dataset",
 ]
+
+
+def __getattr__(name):
+    # train / evaluate (wav2vec2.training.api) are resolved on first use
+    if name in ("train", "evaluate", "ModelError", "demo_model_path"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'wav2vec2.training' has no attribute {name!r}")
