@@ -18,6 +18,15 @@ from wav2vec2.backends.torch.training import TorchTrainer  # noqa: E402
 FAST = dict(batch_seconds=4.0, learning_rate=3e-3, warmup_steps=1, log_every=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run 10-20x faster on one thread than on two oversubscribed ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     directory = tmp_path_factory.mktemp("corpus")
@@ -51,7 +60,7 @@ def test_output_directory_is_a_checkpoint_for_every_backend(tmp_path, corpus):
 
     from wav2vec2 import convert, transcribe
 
-    audio = [os.path.join(os.path.dirname(corpus), f"{i}.wav") for i in range(2)]
+    audio = [os.path.join(os.path.dirname(corpus), "0.wav")]
     texts = {}
     for backend in ("torch", "tensorflow", "flax"):
         pytest.importorskip({"torch": "torch", "tensorflow": "tensorflow", "flax": "flax"}[backend])

@@ -103,3 +103,71 @@ def gumbel_temperature(step: int, maximum: float = 2.0, minimum: float = 0.5, de
     """The Gumbel-softmax temperature of update ``step`` (1-based) in pretraining, decayed as in the
     reference's pretraining script: max(maximum * decay ** (step - 1), minimum)."""
     return max(maximum * decay ** (step - 1), minimum)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def pad_batch(batch: Dict[str, np.ndarray], config, *, rows_multiple: int = 1, frames_multiple: int = 1,
+              labels_multiple: int = 1) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+    """A batch padded to fixed shapes (for compilers that specialise on shapes, and for a batch
+    axis that splits evenly over devices), and the weight of each row (1 real, 0 padding).
+
+    Rows are added as copies of row 0 with no masked frame; samples (only when the batch has an
+    attention mask, which hides them) to a whole number of ``frames_multiple`` frames; CTC labels
+    with -100. Masks are padded with False and negatives rebased onto the new frame count, so the
+    real rows' losses are unchanged.
+    """
+    values = batch["input_values"]
+    rows, samples = values.shape
+    new_rows = _round_up(rows, rows_multiple)
+    new_samples = samples
+    if batch.get("attention_mask") is not None and frames_multiple > 1:
+        from ..spec.lengths import feat_extract_output_lengths, min_input_length
+
+        ratio = config.inputs_to_logits_ratio
+        frames = int(feat_extract_output_lengths(config, samples, add_adapter=False))
+        target = _round_up(max(frames, 1), frames_multiple)
+        # The fewest samples giving ``target`` frames: the receptive field plus a hop per extra frame.
+        new_samples = max(samples, min_input_length(config, add_adapter=False) + (target - 1) * ratio)
+    out = {}
+    for key, value in batch.items():
+        if value is None:
+            out[key] = None
+            continue
+        if key == "input_values" or key == "attention_mask":
+            padded = np.zeros((new_rows, new_samples), value.dtype)
+            padded[:rows, :samples] = value
+            padded[rows:] = padded[0]
+        elif key == "labels" and value.ndim == 2:
+            width = _round_up(max(value.shape[1], 1), labels_multiple)
+            padded = np.full((new_rows, width), -100, value.dtype)
+            padded[:rows, : value.shape[1]] = value
+            padded[rows:] = padded[0]
+        elif key == "labels":
+            padded = np.concatenate([value, np.repeat(value[:1], new_rows - rows)])
+        elif key == "mask_feature_indices":
+            padded = np.zeros((new_rows, value.shape[1]), bool)
+            padded[:rows] = value
+        else:  # frame-level arrays: mask_time_indices, sampled_negative_indices
+            padded = value
+        out[key] = padded
+    frames = out["mask_time_indices"].shape[1] if out.get("mask_time_indices") is not None else None
+    if frames is not None:
+        from ..spec.lengths import feat_extract_output_lengths
+
+        new_frames = int(feat_extract_output_lengths(config, new_samples, add_adapter=False))
+        mask = np.zeros((new_rows, new_frames), bool)
+        mask[:rows, :frames] = batch["mask_time_indices"]
+        out["mask_time_indices"] = mask
+        negatives = batch.get("sampled_negative_indices")
+        if negatives is not None:
+            row, frame = np.divmod(negatives.astype(np.int64), frames)
+            rebased = np.zeros((new_rows, new_frames, negatives.shape[2]), np.int64)
+            rebased[:rows, :frames] = row * new_frames + frame
+            rebased += (np.arange(new_rows) * new_frames)[:, None, None] * (rebased == 0)
+            out["sampled_negative_indices"] = rebased.astype(negatives.dtype)
+    weights = np.zeros(new_rows, np.float32)
+    weights[:rows] = 1.0
+    return out, weights
