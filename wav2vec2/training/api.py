@@ -179,6 +179,21 @@ def _is_head_key(key: str) -> bool:
     return key.startswith(_HEAD_PREFIXES)
 
 
+ARCHITECTURES = {"ctc": "Wav2Vec2ForCTC", "sequence-classification": "Wav2Vec2ForSequenceClassification",
+                 "pretraining": "Wav2Vec2ForPreTraining"}
+
+
+def mark_architecture(directory, task: str) -> None:
+    """Name the trained head in ``config.json``'s ``architectures`` (as the reference does), so that
+    a classification checkpoint keeps its head when it is fine-tuned again."""
+    path = Path(directory) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["architectures"] = [ARCHITECTURES[task]]
+    staged = path.with_name(".config.json.staged")
+    staged.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(staged, path)
+
+
 # ------------------------------------------------------------------------------------ train
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
@@ -305,6 +320,7 @@ def train(
         evaluate = _evaluator(task, config, eval_set, collator, tokenizer, batch_seconds, trainer.logits)
 
     def write_processor(directory):
+        mark_architecture(directory, task)
         if tokenizer is not None:
             from ..processing import Wav2Vec2Processor
 
