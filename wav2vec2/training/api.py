@@ -336,10 +336,11 @@ def train(
         start = run.load_trainer_state(latest)["step"] if latest is not None else 0
     on_update, close = _progress(progress if writer else False, max_steps, start)
     try:
-        return fit(
+        last = fit(
             trainer, settings, train_set, collator, output, evaluate=evaluate, write_processor=write_processor,
             resume=resume, tensorboard=tensorboard, writer=writer, on_update=on_update,
         )
+        return last if writer else {}
     finally:
         close()
 
