@@ -28,15 +28,15 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-def train(tmp_path, corpus, name, backend, launcher=(), env=None):
-    """``wav2vec2 train`` in a subprocess (3 updates of batches with 1 to 3 rows); returns the run dir."""
+def train(tmp_path, corpus, name, backend, launcher=(), env=None, batch_seconds=4):
+    """``wav2vec2 train`` in a subprocess (3 updates; 4 s batches hold 1 to 3 rows); returns the run dir."""
     config = tmp_path / "config.json"
     if not config.exists():
         # No dropout (the streams are per worker); SpecAugment on: its masks come with the batch.
         write_config(config, tiny_config(mask_time_prob=0.2))
     out = tmp_path / name
     command = [*launcher, "train", "--backend", backend, "--model", str(config), "--train", corpus, "--output", str(out),
-               "--max-steps", "3", "--batch-seconds", "4", "--lr", "1e-3", "--warmup-steps", "1", "--log-every", "1",
+               "--max-steps", "3", "--batch-seconds", str(batch_seconds), "--lr", "1e-3", "--warmup-steps", "1", "--log-every", "1",
                "--no-progress"]
     if not launcher:
         command = [sys.executable, "-m", "wav2vec2", *command]
@@ -75,8 +75,15 @@ def test_torchrun_ddp_matches_one_process(tmp_path, corpus):
 
 def test_jax_two_host_devices_match_one(tmp_path, corpus):
     pytest.importorskip("flax")
-    single = train(tmp_path, corpus, "single", "flax", env={"XLA_FLAGS": ""})
-    parallel = train(tmp_path, corpus, "mesh", "flax", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    # One batch of 5 rows, updated 3 times (one shape to compile: JAX compiles slowly here); on 2
+    # devices it is padded to 6 rows, the sixth weighing 0.
+    five_rows = os.path.join(os.path.dirname(corpus), "five.jsonl")  # beside the audio it names
+    with open(five_rows, "w") as f:
+        f.writelines(open(corpus).readlines()[:5])
+    options = dict(batch_seconds=30, env={"XLA_FLAGS": ""})
+    single = train(tmp_path, five_rows, "single", "flax", **options)
+    options["env"] = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    parallel = train(tmp_path, five_rows, "mesh", "flax", **options)
     assert_same_run(parallel, single)
 
 
