@@ -84,3 +84,19 @@ def test_an_existing_run_needs_resume(tmp_path, corpus, capsys):
     assert "resume the run" in capsys.readouterr().err
     assert main(train_args(tmp_path, corpus, "--resume")) == 0  # already at --max-steps: nothing to do
     assert sorted(p for p in os.listdir(tmp_path / "run") if p.startswith("checkpoint-")) == ["checkpoint-2"]
+
+
+def test_the_demo_model_says_when_it_is_not_there(tmp_path, corpus, capsys, monkeypatch):
+    import wav2vec2
+    from wav2vec2 import demo
+
+    monkeypatch.setattr(demo, "DEMO_DIRECTORY", tmp_path / "no-demo")
+    with pytest.raises(FileNotFoundError, match="scripts/train_demo.sh"):
+        wav2vec2.demo_model_path()
+    args = train_args(tmp_path, corpus)
+    args[2] = "demo"
+    assert main(args) == 2
+    assert "the demo model is not in this installation" in capsys.readouterr().err
+    (tmp_path / "no-demo").mkdir()
+    (tmp_path / "no-demo" / "config.json").write_text("{}")
+    assert wav2vec2.demo_model_path() == tmp_path / "no-demo"
