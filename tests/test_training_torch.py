@@ -3,7 +3,6 @@ resume after an interruption is bit-exact; the output directory is a checkpoint 
 transcribe and convert load."""
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
