@@ -13,6 +13,9 @@ TOLERANCES = {
     ("float32", "head"): (1e-5, 1e-5),       # logits, embeddings, projected states
     ("float32", "loss"): (0.0, 1e-5),        # relative, as in the bar
     ("float32", "grad"): (1e-4, 1e-4),       # gradients of the loss w.r.t. the waveform and every weight
+    # the loss of each of the first training updates (wav2vec2.training): Adam divides by sqrt(v), so
+    # float32 rounding in tiny gradients moves weights by up to the learning rate
+    ("float32", "training"): (0.0, 2e-4),
     ("bfloat16", "features"): (5e-2, 5e-2),
     ("bfloat16", "hidden"): (1e-1, 5e-2),
     ("bfloat16", "head"): (1e-1, 5e-2),

@@ -17,6 +17,7 @@ _LAZY = {
     "Wav2Vec2ProcessorWithLM": "processing_with_lm",
     "transcribe": "transcription",
     "convert": "conversion",
+    "demo_model_path": "demo",
 }
 
 __all__ = ["Wav2Vec2Config", *_LAZY]

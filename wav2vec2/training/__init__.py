@@ -11,6 +11,18 @@ Modules (NumPy only; ``datasets``, ``jiwer`` and ``tensorboard`` are imported on
   run         log.jsonl, TensorBoard event files, atomic checkpoint-<step>/ directories, latest
   trainer     Trainer: the protocol a backend implements
   loop        fit(trainer, settings, data, collator, run_dir): the loop itself
+  parallel    the arithmetic of a step every backend shares: data-parallel shards and loss weights,
+              padding to fixed shapes, clipping, per-update seeds, the Gumbel temperature
+  api         train(DATA, DIR, model=..., backend=...) and evaluate(DIR, DATA): the commands' library API
+  cli         `wav2vec2 train` (cli_evaluate: `wav2vec2 evaluate`)
+
+The trainers are wav2vec2.backends.{torch,tensorflow,flax}.training (TorchTrainer,
+TensorFlowTrainer, FlaxTrainer); ``train`` picks one by ``backend``:
+
+    from wav2vec2.training import train, evaluate
+    train("corpus/train.jsonl", "runs/demo", model="base", backend="flax", eval_data="corpus/eval.jsonl",
+          max_steps=2000, batch_seconds=100, learning_rate=1e-4)
+    print(evaluate("runs/demo", "corpus/test.jsonl", backend="tensorflow"))   # {"wer": ..., "cer": ...}
 
 A backend provides a ``Trainer`` (``wav2vec2.training.trainer``):
 
@@ -45,5 +57,14 @@ from .vocabulary import build_vocabulary, ctc_tokenizer, label_vocabulary, norma
 __all__ = [
     "BadRow", "Collator", "DataError", "Dataset", "Example", "LengthBucketSampler", "OptimizerSettings",
     "Position", "TrainSettings", "Trainer", "build_vocabulary", "ctc_tokenizer", "fit", "label_vocabulary",
-    "learning_rate", "normalize_text", "read_dataset",
+    "learning_rate", "normalize_text", "read_dataset", "train", "evaluate", "ModelError", "demo_model_path",
 ]
+
+
+def __getattr__(name):
+    # train / evaluate (wav2vec2.training.api) are resolved on first use
+    if name in ("train", "evaluate", "ModelError", "demo_model_path"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'wav2vec2.training' has no attribute {name!r}")

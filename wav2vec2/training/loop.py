@@ -73,13 +73,17 @@ def fit(
     resume=False,
     tensorboard: bool = False,
     clock: Callable[[], float] = time.perf_counter,
+    writer: bool = True,
+    on_update: Optional[Callable[[int, Dict], None]] = None,
 ) -> Dict:
     """Train ``trainer`` (already ``init``-ed with its model) for ``settings.max_steps`` updates.
 
     ``evaluate(trainer)`` returns metrics (e.g. ``{"wer": ..., "cer": ...}``), logged as ``eval/<name>``
     every ``eval_every`` updates and at the end. ``write_processor(directory)`` writes the processor
     files into each checkpoint. ``resume``: False, True (the latest checkpoint of ``run_dir``, if
-    any) or a checkpoint path. Returns the last record logged.
+    any) or a checkpoint path. ``writer=False`` (every data-parallel process but rank 0) trains the
+    same updates but writes nothing: no log, no checkpoint, no final model. ``on_update(step,
+    metrics)`` is called after each update (a progress bar). Returns the last record logged.
     """
     run_dir = Path(run_dir)
     optimizer = settings.optimizer
@@ -100,8 +104,11 @@ def fit(
         rng = run.restore_generator(state["rng"])
     else:
         step, position, rng = 0, Position(), np.random.default_rng(settings.seed)
-    log = run.RunLog(run_dir, resume_step=step if checkpoint is not None or resume else None)
-    board = run.TensorBoardWriter(run_dir / "tensorboard") if tensorboard else None
+    if writer:
+        log = run.RunLog(run_dir, resume_step=step if checkpoint is not None or resume else None)
+    else:
+        log = _NoLog()
+    board = run.TensorBoardWriter(run_dir / "tensorboard") if tensorboard and writer else None
 
     def record(values: Dict) -> Dict:
         log.write(values)
@@ -111,6 +118,9 @@ def fit(
         return values
 
     def save(next_position: Position) -> None:
+        if not writer:
+            return
+
         def write_files(directory: Path) -> None:
             from ..io.safetensors_file import write_safetensors
 
@@ -145,6 +155,8 @@ def fit(
             started = clock()
             metrics = trainer.train_step(micro_batches, rate)
             window_time += clock() - started
+            if on_update is not None:
+                on_update(step, metrics)
             window_losses.append(float(metrics["loss"]))
             window_audio += micro_audio
             micro_batches, micro_audio = [], 0.0
@@ -163,13 +175,21 @@ def fit(
                 save(sampler.after(batch_position))
             if step >= settings.max_steps:
                 break
-        final = run.latest_checkpoint(run_dir)
-        run.publish_model(final, run_dir)
+        if writer:
+            run.publish_model(run.latest_checkpoint(run_dir), run_dir)
     finally:
         log.close()
         if board is not None:
             board.close()
     return last
+
+
+class _NoLog:
+    def write(self, record: Dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _check_resumable(state: Dict, settings: TrainSettings, fingerprint: str, checkpoint: Path) -> None:

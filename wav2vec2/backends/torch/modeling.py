@@ -754,12 +754,21 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         self.adapter = Adapter(config) if config.add_adapter else None
         init_weights(self, config)
 
-    def _spec_augment(self, hidden, frames_valid, mask_time_indices, rng):
-        """Replace masked frames by masked_spec_embed, zero masked channels. hidden (batch, frames, hidden)."""
+    def _spec_augment(self, hidden, frames_valid, mask_time_indices, rng, mask_feature_indices=None):
+        """Replace masked frames by masked_spec_embed, zero masked channels. hidden (batch, frames, hidden).
+
+        Masks given (both, as a trainer passes them) are used as they are; in training, those not
+        given are drawn from ``rng``."""
         if not self.config.apply_spec_augment:
             return hidden
-        mask_feature_indices = None
-        if self.training:
+        if mask_feature_indices is not None:
+            mask_feature_indices = np.asarray(mask_feature_indices, dtype=bool)
+            if mask_feature_indices.shape != (hidden.shape[0], hidden.shape[2]):
+                raise ValueError(
+                    f"mask_feature_indices must have shape {(hidden.shape[0], hidden.shape[2])}, "
+                    f"got {mask_feature_indices.shape}"
+                )
+        elif self.training:
             batch, frames, _ = hidden.shape
             valid = None if frames_valid is None else frames_valid.cpu().numpy()
             drawn_time, mask_feature_indices = spec_augment_masks(
@@ -785,6 +794,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         spec_augment_rng: Optional[np.random.Generator] = None,
+        mask_feature_indices=None,
     ) -> Wav2Vec2BaseModelOutput:
         """input_values (batch, samples) float; attention_mask (batch, samples) 1 on real samples;
         mask_time_indices bool (batch, frames): frames to replace by masked_spec_embed."""
@@ -797,7 +807,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             mask_time_indices = self._frame_input(mask_time_indices, "mask_time_indices", (batch, frames), torch.bool)
 
         hidden, extract_features = self.feature_projection(features)
-        hidden = self._spec_augment(hidden, valid, mask_time_indices, spec_augment_rng)
+        hidden = self._spec_augment(hidden, valid, mask_time_indices, spec_augment_rng, mask_feature_indices)
         hidden, all_hidden, attentions = self.encoder(hidden, valid, output_attentions, output_hidden_states)
         if self.adapter is not None:
             hidden = self.adapter(hidden)  # (batch, frames after the adapter, output_hidden_size)
@@ -832,10 +842,12 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         spec_augment_rng: Optional[np.random.Generator] = None,
+        mask_feature_indices=None,
     ) -> HeadOutput:
         """labels (batch, max_target_len) token ids, padded with -100 (any negative value)."""
         out = self.wav2vec2(
-            input_values, attention_mask, mask_time_indices, output_attentions, output_hidden_states, spec_augment_rng
+            input_values, attention_mask, mask_time_indices, output_attentions, output_hidden_states, spec_augment_rng,
+            mask_feature_indices,
         )
         logits = self.lm_head(self.dropout(out.last_hidden_state))  # (batch, frames, vocab)
         loss = None
@@ -919,10 +931,10 @@ class _LayerSumHead(Wav2Vec2PreTrainedModel):
         if config.use_weighted_layer_sum:
             self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
 
-    def _body_states(self, input_values, attention_mask, output_attentions, output_hidden_states):
+    def _body_states(self, input_values, attention_mask, output_attentions, output_hidden_states, **masks):
         out = self.wav2vec2(
             input_values, attention_mask, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum,
+            output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum, **masks,
         )
         hidden = (
             _weighted_layer_sum(self.layer_weights, out.hidden_states)
@@ -943,10 +955,14 @@ class Wav2Vec2ForSequenceClassification(_LayerSumHead):
         init_weights(self.classifier, config)
 
     def forward(
-        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False
+        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False,
+        mask_time_indices=None, mask_feature_indices=None,
     ):
-        """labels (batch,) class ids. Mean pooling over valid frames."""
-        hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
+        """labels (batch,) class ids. Mean pooling over valid frames. SpecAugment masks as in Wav2Vec2Model."""
+        hidden, out = self._body_states(
+            input_values, attention_mask, output_attentions, output_hidden_states,
+            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
+        )
         hidden = self.projector(hidden)  # (batch, frames, classifier_proj_size)
         if attention_mask is None:
             pooled = hidden.mean(dim=1)

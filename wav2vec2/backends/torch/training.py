@@ -1,0 +1,244 @@
+"""Training in PyTorch: the ``wav2vec2.training.Trainer`` of this backend.
+
+``TorchTrainer(task)`` trains a ``Wav2Vec2ForCTC``, ``Wav2Vec2ForSequenceClassification`` or
+``Wav2Vec2ForPreTraining`` on the NumPy batches of ``wav2vec2.training`` (masks and negatives come
+in the batch; the model draws none). The update is AdamW (decoupled weight decay, none on biases
+and normalisation weights), written out here so that it is the same arithmetic as the TensorFlow
+and Flax trainers; gradients are accumulated over micro-batches, their global norm clipped.
+
+- Precision: weights, gradients and optimizer state are float32; ``precision="bf16"`` runs the
+  forward and backward under ``torch.autocast`` in bfloat16 (losses are computed in float32 by
+  the heads).
+- Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (gloo on
+  CPU, nccl on CUDA) and the model wrapped in ``DistributedDataParallel``; each process takes its
+  rows of every batch (``wav2vec2.training.parallel``), so N processes make the same updates as
+  one process with the same batches. Only rank 0 writes files.
+- Randomness: dropout, LayerDrop and Gumbel noise draw from torch's generator, seeded for each
+  update from (seed, rank, update) (``parallel.step_seed``) inside ``torch.random.fork_rng``, so
+  the caller's generator is untouched and a resumed run draws what an uninterrupted one drew.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ...training import parallel
+from ...training.schedule import decays_weight
+from . import modeling
+
+TASK_CLASSES = {
+    "ctc": modeling.Wav2Vec2ForCTC,
+    "sequence-classification": modeling.Wav2Vec2ForSequenceClassification,
+    "pretraining": modeling.Wav2Vec2ForPreTraining,
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+def model_class(task: str):
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
+    return TASK_CLASSES[task]
+
+
+def _tensor(value, device, dtype=None):
+    if value is None:
+        return None
+    tensor = torch.from_numpy(np.ascontiguousarray(value)).to(device)
+    return tensor if dtype is None else tensor.to(dtype)
+
+
+def forward(model, task: str, batch: Dict[str, np.ndarray], device, training: bool):
+    """The model's output on a NumPy batch; in training with the batch's masks (and negatives)."""
+    inputs = {
+        "input_values": _tensor(batch["input_values"], device),
+        "attention_mask": _tensor(batch.get("attention_mask"), device),
+    }
+    if task == "pretraining":
+        return model(
+            **inputs, mask_time_indices=_tensor(batch["mask_time_indices"], device),
+            sampled_negative_indices=_tensor(batch.get("sampled_negative_indices"), device),
+        )
+    if training:
+        inputs["mask_time_indices"] = _tensor(batch.get("mask_time_indices"), device)
+        inputs["mask_feature_indices"] = batch.get("mask_feature_indices")
+    return model(**inputs, labels=_tensor(batch.get("labels"), device))
+
+
+def new_model(task: str, config, seed: int = 0):
+    """A freshly initialised model for ``task`` (the reference's initialisation, from ``seed``)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return model_class(task)(config)
+
+
+@torch.no_grad()
+def eval_logits(model, task: str, batch: Dict[str, np.ndarray], precision: str = "fp32") -> np.ndarray:
+    """Evaluation forward (no dropout, no SpecAugment) as NumPy: CTC (batch, frames, vocab),
+    classification (batch, labels), pretraining the projected states (batch, frames, dim)."""
+    was_training = model.training
+    model.eval()
+    try:
+        autocast = torch.autocast(model.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with autocast:
+            out = forward(model, task, batch, model.device, training=False)
+        out = out.projected_states if task == "pretraining" else out.logits
+        return out.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+class TorchTrainer:
+    """See the module docstring. ``device``: a torch device (default: cuda when under torchrun
+    with CUDA, else cpu)."""
+
+    backend = "torch"
+
+    def __init__(self, task: str = "ctc", *, precision: str = "fp32", freeze_feature_encoder: bool = False,
+                 device: Optional[str] = None):
+        model_class(task)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.task = task
+        self.precision = precision
+        self.freeze_feature_encoder = freeze_feature_encoder
+        self.requested_device = device
+        self.rank, self.world_size = 0, 1
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the log and the checkpoints (rank 0)."""
+        return self.rank == 0
+
+    def _init_distributed(self, device: torch.device) -> None:
+        import torch.distributed as dist
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def init(self, model, settings) -> None:
+        if not isinstance(model, model_class(self.task)):
+            raise ValueError(f"task {self.task!r} trains a {model_class(self.task).__name__}, got {type(model).__name__}")
+        if self.requested_device is not None:
+            device = torch.device(self.requested_device)
+        elif torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        else:
+            device = torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self._init_distributed(device)
+        self.device = device
+        self.settings = settings
+        self.optimizer_settings = settings.optimizer
+        self.model = model.to(device=device, dtype=torch.float32).train()
+        if self.freeze_feature_encoder:
+            self.model.freeze_feature_encoder()
+        self.parameters = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        self.exp_avg = {name: torch.zeros_like(p) for name, p in self.parameters}
+        self.exp_avg_sq = {name: torch.zeros_like(p) for name, p in self.parameters}
+        self.step_count = 0
+        self.network = self.model
+        if self.world_size > 1:
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batches: Sequence[Dict[str, np.ndarray]], learning_rate: float) -> Dict[str, float]:
+        settings = self.optimizer_settings
+        self.step_count += 1
+        if self.task == "pretraining":
+            self.model.set_gumbel_temperature(parallel.gumbel_temperature(self.step_count))
+        for _, p in self.parameters:
+            p.grad = None
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(parallel.step_seed(self.settings.seed, self.rank, self.step_count))
+            total = self._accumulate(batches)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in self.parameters]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])).item()
+        clip = parallel.clip_coefficient(norm, settings.max_grad_norm)
+        self._adamw(grads, learning_rate, clip)
+        return {"loss": total / len(batches), "grad_norm": norm}
+
+    def _accumulate(self, batches) -> float:
+        """Forward and backward of every micro-batch; gradients summed into ``.grad``; the loss."""
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for number, batch in enumerate(batches):
+            part, weight = parallel.shards(self.task, self.model.config, batch, self.world_size)[self.rank]
+            # DDP reduces gradients once, in the backward pass of the last micro-batch.
+            last = number == len(batches) - 1
+            no_sync = self.network.no_sync() if self.world_size > 1 and not last else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    loss = forward(self.network, self.task, part, self.device, training=True).loss.float()
+                # DDP averages gradients over the processes: scale by world size to sum them instead.
+                (loss * (weight * self.world_size / len(batches))).backward()
+            total += loss.detach().double() * weight
+        if self.world_size > 1:
+            torch.distributed.all_reduce(total)
+        return total.item()
+
+    @torch.no_grad()
+    def _adamw(self, grads: List[torch.Tensor], learning_rate: float, clip: float) -> None:
+        s = self.optimizer_settings
+        beta1, beta2 = s.betas
+        t = self.step_count
+        correction1, correction2 = 1 - beta1**t, 1 - beta2**t
+        for (name, p), g in zip(self.parameters, grads):
+            g = g * clip
+            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            if s.weight_decay and decays_weight(name):
+                p.mul_(1 - learning_rate * s.weight_decay)
+            denominator = (v / correction2).sqrt_().add_(s.epsilon)
+            p.addcdiv_(m, denominator, value=-learning_rate / correction1)
+
+    # ------------------------------------------------------------------ evaluation
+    def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
+        return eval_logits(self.model, self.task, batch, self.precision)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        state = {"step": np.array(self.step_count, np.int64)}
+        for name, _ in self.parameters:
+            state[f"exp_avg/{name}"] = self.exp_avg[name].cpu().numpy()
+            state[f"exp_avg_sq/{name}"] = self.exp_avg_sq[name].cpu().numpy()
+        return state
+
+    def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        expected = {"step"} | {f"{k}/{n}" for n, _ in self.parameters for k in ("exp_avg", "exp_avg_sq")}
+        missing = sorted(expected - set(state))
+        if missing:
+            raise ValueError(f"the optimizer state lacks {missing[:3]} (another model or task?)")
+        self.step_count = int(state["step"])
+        for name, p in self.parameters:
+            for key, target in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                value = np.asarray(state[f"{key}/{name}"])
+                if value.shape != tuple(p.shape):
+                    raise ValueError(f"optimizer state {key}/{name}: shape {value.shape}, the model's is {tuple(p.shape)}")
+                target[name].copy_(torch.from_numpy(value))
+
+    def save_model(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+
+    def load_model(self, directory: Path) -> None:
+        from ...io import read_state_dict
+
+        self.model.load_canonical_state_dict(read_state_dict(directory))
