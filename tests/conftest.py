@@ -6,6 +6,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core (pyproject's addopts): each worker computes on one thread,
+    # so the workers do not oversubscribe the cores. Set before any framework is imported.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_name, "1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 from conformance.cases import small_config  # noqa: E402,F401  (one definition for cases and tests)
 from wav2vec2 import Wav2Vec2Config  # noqa: E402
@@ -21,3 +27,8 @@ def reference_config(config: Wav2Vec2Config):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker per core, at most 4 (each imports every framework)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

@@ -2,9 +2,10 @@
 
 ``TorchTrainer(task)`` trains a ``Wav2Vec2ForCTC``, ``Wav2Vec2ForSequenceClassification`` or
 ``Wav2Vec2ForPreTraining`` on the NumPy batches of ``wav2vec2.training`` (masks and negatives come
-in the batch; the model draws none). The update is AdamW (decoupled weight decay, none on biases
-and normalisation weights), written out here so that it is the same arithmetic as the TensorFlow
-and Flax trainers; gradients are accumulated over micro-batches, their global norm clipped.
+in the batch; the model draws none). The update is ``torch.optim.AdamW`` (decoupled weight decay,
+none on biases and normalisation weights: two parameter groups), the same update rule as the
+TensorFlow and Flax trainers; gradients are accumulated over micro-batches, their global norm
+clipped (``parallel.clip_coefficient``, shared by the three).
 
 - Precision: weights, gradients and optimizer state are float32; ``precision="bf16"`` runs the
   forward and backward under ``torch.autocast`` in bfloat16 (losses are computed in float32 by
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -144,8 +145,14 @@ class TorchTrainer:
         if self.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
         self.parameters = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
-        self.exp_avg = {name: torch.zeros_like(p) for name, p in self.parameters}
-        self.exp_avg_sq = {name: torch.zeros_like(p) for name, p in self.parameters}
+        s = settings.optimizer
+        groups = [
+            {"params": [p for name, p in self.parameters if decays_weight(name)], "weight_decay": s.weight_decay},
+            {"params": [p for name, p in self.parameters if not decays_weight(name)], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=0.0, betas=s.betas, eps=s.epsilon
+        )
         self.step_count = 0
         self.network = self.model
         if self.world_size > 1:
@@ -170,10 +177,18 @@ class TorchTrainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(parallel.step_seed(self.settings.seed, self.rank, self.step_count))
             total = self._accumulate(batches)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in self.parameters]
+        for _, p in self.parameters:
+            if p.grad is None:  # a parameter the loss did not reach still takes its AdamW step
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for _, p in self.parameters]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])).item()
         clip = parallel.clip_coefficient(norm, settings.max_grad_norm)
-        self._adamw(grads, learning_rate, clip)
+        if clip != 1.0:
+            for g in grads:
+                g.mul_(clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.optimizer.step()
         return {"loss": total / len(batches), "grad_norm": norm}
 
     def _accumulate(self, batches) -> float:
@@ -194,22 +209,6 @@ class TorchTrainer:
             torch.distributed.all_reduce(total)
         return total.item()
 
-    @torch.no_grad()
-    def _adamw(self, grads: List[torch.Tensor], learning_rate: float, clip: float) -> None:
-        s = self.optimizer_settings
-        beta1, beta2 = s.betas
-        t = self.step_count
-        correction1, correction2 = 1 - beta1**t, 1 - beta2**t
-        for (name, p), g in zip(self.parameters, grads):
-            g = g * clip
-            m, v = self.exp_avg[name], self.exp_avg_sq[name]
-            m.mul_(beta1).add_(g, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            if s.weight_decay and decays_weight(name):
-                p.mul_(1 - learning_rate * s.weight_decay)
-            denominator = (v / correction2).sqrt_().add_(s.epsilon)
-            p.addcdiv_(m, denominator, value=-learning_rate / correction1)
-
     # ------------------------------------------------------------------ evaluation
     def logits(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
         return eval_logits(self.model, self.task, batch, self.precision)
@@ -217,9 +216,11 @@ class TorchTrainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, np.ndarray]:
         state = {"step": np.array(self.step_count, np.int64)}
-        for name, _ in self.parameters:
-            state[f"exp_avg/{name}"] = self.exp_avg[name].cpu().numpy()
-            state[f"exp_avg_sq/{name}"] = self.exp_avg_sq[name].cpu().numpy()
+        for name, p in self.parameters:
+            moments = self.optimizer.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = moments.get(key)
+                state[f"{key}/{name}"] = (torch.zeros_like(p) if value is None else value).cpu().numpy()
         return state
 
     def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
@@ -229,11 +230,13 @@ class TorchTrainer:
             raise ValueError(f"the optimizer state lacks {missing[:3]} (another model or task?)")
         self.step_count = int(state["step"])
         for name, p in self.parameters:
-            for key, target in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+            moments = {"step": torch.tensor(float(self.step_count))}
+            for key in ("exp_avg", "exp_avg_sq"):
                 value = np.asarray(state[f"{key}/{name}"])
                 if value.shape != tuple(p.shape):
                     raise ValueError(f"optimizer state {key}/{name}: shape {value.shape}, the model's is {tuple(p.shape)}")
-                target[name].copy_(torch.from_numpy(value))
+                moments[key] = torch.tensor(value, dtype=p.dtype, device=p.device)
+            self.optimizer.state[p] = moments
 
     def save_model(self, directory: Path) -> None:
         self.model.save_pretrained(directory)
