@@ -21,10 +21,12 @@ OUT is built in a staging directory beside it and swapped in whole, as ``convert
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -196,13 +198,13 @@ def _torch_wrapper(network, head: str, with_mask: bool):
             return tuple(getattr(output, name) for name in names)
 
     if with_mask:
-        return Exported()
+        return Exported().eval()
 
     class ExportedWithoutMask(Exported):
         def forward(self, input_values):
             return super().forward(input_values)
 
-    return ExportedWithoutMask()
+    return ExportedWithoutMask().eval()
 
 
 def _write_onnx(config, head, state, with_mask, directory: Path, int8: bool = False, opset=None) -> None:
@@ -219,7 +221,7 @@ def _write_onnx(config, head, state, with_mask, directory: Path, int8: bool = Fa
     input_names = ["input_values", "attention_mask"][: len(args)]
     size = sum(np.asarray(v).nbytes for v in state.values())
     path = directory / ONNX_NAME
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             wrapper, args, dynamo=True, dynamic_shapes=dynamic, input_names=input_names,
             output_names=list(OUTPUTS[head]), opset_version=opset, verbose=False,
@@ -227,6 +229,21 @@ def _write_onnx(config, head, state, with_mask, directory: Path, int8: bool = Fa
     program.save(os.fspath(path), external_data=size > _ONNX_EXTERNAL_DATA_BYTES)
     if int8:
         _quantize_onnx(path, external_data=size / 4 > _ONNX_EXTERNAL_DATA_BYTES)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Without the exporter's notes on torchvision ops and axis names, which say nothing about this model."""
+    logger_ = logging.getLogger("torch.onnx")
+    level = logger_.level
+    logger_.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger_.setLevel(level)
 
 
 def _quantize_onnx(path: Path, external_data: bool) -> None:
