@@ -254,10 +254,16 @@ def _quantize_onnx(path: Path, external_data: bool) -> None:
     os.replace(path, float_path)
     if os.path.exists(f"{path}.data"):
         os.replace(f"{path}.data", f"{float_path}.data")
-    quantize_dynamic(
-        os.fspath(float_path), os.fspath(path), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
-        use_external_data_format=external_data,
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises shape-inference pre-processing, which MatMul-only does not need
+    try:
+        quantize_dynamic(
+            os.fspath(float_path), os.fspath(path), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+            use_external_data_format=external_data,
+        )
+    finally:
+        root.setLevel(level)
     for leftover in (float_path, Path(f"{float_path}.data")):
         if leftover.exists():
             leftover.unlink()
