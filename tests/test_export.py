@@ -225,3 +225,41 @@ def test_a_failed_export_leaves_the_old_output_whole(tmp_path, monkeypatch):
     assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "out"), "--to", "onnx", "--overwrite"]) == 1
     assert sorted(os.listdir(tmp_path)) == ["ckpt", "out"]  # no staging folder left behind
     assert (tmp_path / "out" / "model.onnx").read_text() == "the old export"
+
+
+# ---------------------------------------------------------------------------------------- transcription
+def test_exported_onnx_transcribes_as_the_torch_backend(tmp_path, capsys):
+    """`transcribe --backend onnxruntime` on an export: the torch backend's transcript, word times included."""
+    pytest.importorskip("onnxruntime")
+    from speech_checkpoints import run_cli, save_reference_checkpoint, speak, to_16k
+    import soundfile
+
+    checkpoint = tmp_path / "ctc"
+    save_reference_checkpoint(str(checkpoint), local=False)
+    files = []
+    for i, sentence in enumerate(["the quick brown fox jumps over the lazy dog", "pack my box with five dozen jugs"]):
+        files.append(str(tmp_path / f"sentence{i}.wav"))
+        soundfile.write(files[-1], to_16k(*speak(sentence)), 16000, subtype="FLOAT")
+    assert main(["export", str(checkpoint), str(tmp_path / "onnx"), "--to", "onnx"]) == 0
+    capsys.readouterr()
+    records = {}
+    for backend, model in [("torch", checkpoint), ("onnxruntime", tmp_path / "onnx")]:
+        code, out, err = run_cli(capsys, *files, "--model", str(model), "--backend", backend, "--format", "json",
+                                 "--batch-size", "2")
+        assert code == 0, err
+        records[backend] = [json.loads(line) for line in out.splitlines()]
+    assert all(r["words"] for r in records["torch"]), "the test model should produce words"
+    assert [r["text"] for r in records["onnxruntime"]] == [r["text"] for r in records["torch"]]
+    assert [r["words"] for r in records["onnxruntime"]] == [r["words"] for r in records["torch"]]
+
+
+def test_onnxruntime_backend_refuses_what_it_cannot_run(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    _checkpoint(tmp_path / "ckpt", "stable", "ctc", extractor_mask=True)
+    (tmp_path / "a.wav").write_bytes(b"")
+    for extra, message in [([], "model.onnx"), (["--precision", "bf16"], "export it with --int8"),
+                           (["--device", "tpu"], "device 'tpu' cannot be used with the onnxruntime backend")]:
+        code = main(["transcribe", str(tmp_path / "a.wav"), "--model", str(tmp_path / "ckpt"),
+                     "--backend", "onnxruntime", "--no-progress", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
