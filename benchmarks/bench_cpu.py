@@ -11,6 +11,10 @@ reference (max |diff| on the logits, argmax agreement per frame) are printed.
     python benchmarks/bench_cpu.py --batch 4 --repeats 7 --threads 2
     python benchmarks/bench_cpu.py --config tiny.json --seconds 1 --repeats 1   # a smoke run
     python benchmarks/bench_cpu.py --engines ours-torch-fp32,onnxruntime-fp32
+    python benchmarks/bench_cpu.py --engines ours-torch-fp32,ours-torch-fp32-plain --profile ours-torch-fp32
+
+"-plain" engines are the torch backend with its inference fast paths switched off (convolutions,
+weight norm per call), to measure them in the same run.
 
 Random weights are fine for speed (same FLOPs); agreement on random weights is a weak check
 (near-ties flip the argmax), so transcripts on trained models are checked by the test suite.
@@ -37,7 +41,7 @@ SAMPLE_RATE = 16_000
 REFERENCE = "reference-torch-fp32"
 ENGINES = (
     REFERENCE, "reference-torch-bf16",
-    "ours-torch-fp32", "ours-torch-bf16",
+    "ours-torch-fp32", "ours-torch-bf16", "ours-torch-fp32-plain", "ours-torch-bf16-plain",
     "ours-tensorflow-fp32", "ours-tensorflow-bf16",
     "ours-flax-fp32", "ours-flax-bf16",
     "onnxruntime-fp32", "onnxruntime-int8",
@@ -54,7 +58,26 @@ def _config(text: str) -> Wav2Vec2Config:
 # ------------------------------------------------------------------------------------ engines
 # Each builder takes (config, canonical CTC weights, threads, workdir) and returns
 # run(waveforms float32 (batch, samples)) -> logits float32 (batch, frames, vocab).
-def _torch(dtype_name):
+def _plain_paths(model):
+    """Make the torch model run its plain paths (convolutions, weight norm per call) in inference, to
+    measure what the fast paths buy within the same run."""
+    encoder, positional = model.wav2vec2.feature_extractor, model.wav2vec2.encoder.pos_conv_embed
+
+    def encode(input_values):
+        x = input_values[:, None]
+        for layer in encoder.conv_layers:
+            x = layer(x)
+        return x
+
+    def positional_conv(hidden_states):
+        x = positional.conv(hidden_states.transpose(1, 2))
+        x = x[:, :, :-1] if positional.trim_last_frame else x
+        return positional.activation(x).transpose(1, 2)
+
+    encoder.forward, positional.forward = encode, positional_conv
+
+
+def _torch(dtype_name, plain=False):
     def build(config, state, threads, workdir):
         import torch
 
@@ -64,6 +87,8 @@ def _torch(dtype_name):
         model = Wav2Vec2ForCTC(config)
         model.load_canonical_state_dict(state)
         model = model.eval().to(dtype)  # the plain idiom: weights and inputs in the dtype
+        if plain:
+            _plain_paths(model)
 
         def run(x):
             with torch.inference_mode():
@@ -188,6 +213,7 @@ def _openvino(dtype_name):
 BUILDERS = {
     "reference-torch-fp32": _reference("fp32"), "reference-torch-bf16": _reference("bf16"),
     "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"),
+    "ours-torch-fp32-plain": _torch("fp32", plain=True), "ours-torch-bf16-plain": _torch("bf16", plain=True),
     "ours-tensorflow-fp32": _tensorflow("fp32"), "ours-tensorflow-bf16": _tensorflow("bf16"),
     "ours-flax-fp32": _flax("fp32"), "ours-flax-bf16": _flax("bf16"),
     "onnxruntime-fp32": _onnxruntime(False), "onnxruntime-int8": _onnxruntime(True),
@@ -299,7 +325,7 @@ def main(argv=None):
         diff = float(np.abs(outputs[name] - baseline).max()) if baseline is not None else float("nan")
         agree = float((outputs[name].argmax(-1) == baseline.argmax(-1)).mean()) if baseline is not None else float("nan")
         reference_ratio = medians[REFERENCE] / median if REFERENCE in medians else float("nan")
-        ov_name = "openvino-bf16" if name.endswith(("bf16", "int8")) and "openvino-bf16" in medians else "openvino-fp32"
+        ov_name = "openvino-bf16" if name.endswith(("bf16", "int8", "bf16-plain")) and "openvino-bf16" in medians else "openvino-fp32"
         ov_ratio = medians[ov_name] / median if ov_name in medians else float("nan")
         rows[name] = dict(median_s=median, realtime=audio / median, vs_reference=reference_ratio,
                           vs_openvino=ov_ratio, max_diff=diff, argmax_agreement=agree)

@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 
 # The engines the smoke run times: torch ones (ours and the reference) and the ONNX runtimes; the TF
 # and Flax engines are the same code paths as their backends' own tests, and compile slowly.
-ENGINES = ["reference-torch-fp32", "ours-torch-fp32", "ours-torch-bf16", "onnxruntime-fp32", "onnxruntime-int8",
+ENGINES = ["reference-torch-fp32", "ours-torch-fp32", "ours-torch-fp32-plain", "ours-torch-bf16", "onnxruntime-fp32",
+           "onnxruntime-int8",
            "openvino-fp32"]
 
 
@@ -27,7 +28,7 @@ def test_bench_cpu_smoke(tmp_path, capsys):
     assert set(rows) | {line.split()[0] for line in out.splitlines() if "skipped:" in line} >= set(ENGINES)
     for name, row in rows.items():
         assert row["median_s"] > 0
-        if name.endswith("fp32"):  # the same weights in every engine: the same logits
+        if name.endswith(("fp32", "fp32-plain")):  # the same weights in every engine: the same logits
             assert row["max_diff"] < 1e-4, name
             assert row["argmax_agreement"] == 1.0, name
     assert rows["ours-torch-bf16"]["argmax_agreement"] > 0.8
