@@ -340,10 +340,13 @@ def test_mms_load_adapter_matches_reference(tmp_path):
     assert model.config.vocab_size == new_vocab_size and model.target_lang == "fra"
     x, mask = batch_inputs(padded=True)
     with torch.no_grad():
-        assert_close(model(x, attention_mask=mask).logits, reference(x, attention_mask=mask).logits)
+        # random unit-scale adapters give logits near 10: the float32 tolerance of conformance/tolerances.py
+        # (1e-5 + 1e-5 * max|expected|), as the fast conv path sums in another order than oneDNN
+        expected = reference(x, attention_mask=mask).logits
+        assert_close(model(x, attention_mask=mask).logits, expected, atol=ATOL * (1 + expected.abs().max().item()))
 
     model.load_adapter("deu", path_or_repo_id=tmp_path)  # the .bin spelling loads too
     with torch.no_grad():
-        assert_close(model(x, attention_mask=mask).logits, reference(x, attention_mask=mask).logits)
+        assert_close(model(x, attention_mask=mask).logits, expected, atol=ATOL * (1 + expected.abs().max().item()))
     with pytest.raises(FileNotFoundError, match="adapter.xx"):
         model.load_adapter("xx", path_or_repo_id=tmp_path)

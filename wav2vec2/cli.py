@@ -19,6 +19,7 @@ import sys
 COMMANDS = {
     "transcribe": ("wav2vec2.transcription.cli", "transcribe audio files with a CTC checkpoint"),
     "convert": ("wav2vec2.conversion", "convert a checkpoint to another framework's format"),
+    "export": ("wav2vec2.export", "export a checkpoint for deployment: ONNX, TF SavedModel, TFLite"),
     "conformance": ("conformance.runner", "check that the installed backends compute the same thing"),
     "train": ("wav2vec2.training.cli", "fine-tune or pretrain a model (CTC, classification, pretraining)"),
     "evaluate": ("wav2vec2.training.cli_evaluate", "score a trained checkpoint on data: WER/CER or accuracy"),

@@ -2,7 +2,8 @@
 
 Each backend is one loader in ``LOADERS``: ``loader(model, config, device, precision, hub_kwargs)``
 returns ``forward(input_values, attention_mask) -> logits`` on NumPy arrays. The rest of the
-pipeline sees only that function, so another runtime (an exported model, say) is one more entry.
+pipeline sees only that function, so another runtime is one more entry: "onnxruntime" runs a model
+exported by ``wav2vec2 export --to onnx``.
 config.json is read once, here, and handed to the backend.
 """
 from __future__ import annotations
@@ -162,7 +163,51 @@ def _flax_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
     return forward
 
 
-LOADERS = {"torch": _torch_forward, "tensorflow": _tensorflow_forward, "flax": _flax_forward}
+def _onnxruntime_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
+    """An exported ONNX model (``wav2vec2 export --to onnx``: model.onnx beside the processor files)."""
+    import onnxruntime
+
+    from ..io.hub import resolve_file
+
+    if precision != "fp32":
+        raise ValueError(
+            f"precision {precision!r}: an ONNX model runs as it was exported; export it with --int8 for int8"
+        )
+    providers = {None: "CPUExecutionProvider", "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+    if device not in providers:
+        raise _device_error("onnxruntime", device, "expected cpu or cuda")
+    if providers[device] not in onnxruntime.get_available_providers():
+        raise _device_error("onnxruntime", device, f"this ONNX Runtime has {onnxruntime.get_available_providers()}")
+    path = resolve_file(model, "model.onnx", **hub_kwargs)
+    resolve_file(model, "model.onnx.data", required=False, **hub_kwargs)  # weights beside it, when > 2 GB
+    try:
+        session = onnxruntime.InferenceSession(os.fspath(path), providers=[providers[device]])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes for unreadable models
+        raise ValueError(f"{path}: not a model ONNX Runtime can run: {e}") from None
+    inputs = [i.name for i in session.get_inputs()]
+    if inputs not in (["input_values"], ["input_values", "attention_mask"]) or len(session.get_outputs()) != 1:
+        raise ValueError(
+            f"{path}: expected the inputs input_values[, attention_mask] and one output (logits) of a CTC "
+            f"export, got inputs {inputs} and {len(session.get_outputs())} outputs"
+        )
+    takes_mask = "attention_mask" in inputs
+
+    def forward(input_values, attention_mask):
+        feeds = {"input_values": np.ascontiguousarray(input_values, dtype=np.float32)}
+        if takes_mask:
+            mask = np.ones(input_values.shape, np.int32) if attention_mask is None else attention_mask
+            feeds["attention_mask"] = np.ascontiguousarray(mask, dtype=np.int32)
+        elif attention_mask is not None and not attention_mask.all():
+            raise ValueError(f"{path} takes no attention_mask, so padded batches cannot be run through it")
+        return session.run(None, feeds)[0]
+
+    return forward
+
+
+LOADERS = {
+    "torch": _torch_forward, "tensorflow": _tensorflow_forward, "flax": _flax_forward,
+    "onnxruntime": _onnxruntime_forward,
+}
 BACKENDS = tuple(LOADERS)
 
 

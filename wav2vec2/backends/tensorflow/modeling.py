@@ -265,7 +265,8 @@ class FeatureEncoder(keras.layers.Layer):
         self.conv_layers = [ConvLayer(config, i) for i in range(config.num_feat_extract_layers)]
 
     def call(self, input_values):
-        hidden_states = input_values[:, :, None]  # (B, S, 1)
+        # (B, S, 1); expand_dims, not [:, :, None]: TFLite has no builtin for a slice adding an axis
+        hidden_states = tf.expand_dims(input_values, -1)
         for conv_layer in self.conv_layers:
             hidden_states = conv_layer(hidden_states)
         return hidden_states
@@ -496,8 +497,10 @@ class Encoder(keras.layers.Layer):
         attention_bias = None
         if frame_mask is not None:
             # Padded frames are zeroed before the positional conv and hidden from every query.
-            hidden_states = hidden_states * tf.cast(frame_mask, hidden_states.dtype)[:, :, None]
-            attention_bias = tf.where(frame_mask, 0.0, hidden_states.dtype.min)[:, None, None, :]  # (B, 1, 1, T)
+            # (expand_dims rather than None-indexing, which TFLite has no builtin for)
+            hidden_states = hidden_states * tf.expand_dims(tf.cast(frame_mask, hidden_states.dtype), -1)
+            attention_bias = tf.where(frame_mask, 0.0, hidden_states.dtype.min)
+            attention_bias = tf.expand_dims(tf.expand_dims(attention_bias, 1), 1)  # (B, 1, 1, T)
             attention_bias = tf.cast(attention_bias, hidden_states.dtype)
         hidden_states = hidden_states + self.pos_conv_embed(hidden_states)
         if not self.stable:
@@ -1108,7 +1111,7 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         else:
             batch, frames = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
             valid = _frame_mask(self.config, tf.reshape(attention_mask, (batch, -1)), frames, self.config.add_adapter)
-            valid = tf.cast(valid, hidden_states.dtype)[:, :, None]  # (B, T, 1)
+            valid = tf.expand_dims(tf.cast(valid, hidden_states.dtype), -1)  # (B, T, 1)
             pooled = tf.reduce_sum(hidden_states * valid, axis=1) / tf.reduce_sum(valid, axis=1)
         logits = self.classifier(pooled)  # (B, num_labels)
         loss = None
@@ -1213,10 +1216,10 @@ class Wav2Vec2ForXVector(_HeadModel):
             sample_counts = tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1)
             lengths = self._tdnn_output_lengths(_conv_output_lengths(self.config, sample_counts, self.config.add_adapter))
             valid = tf.cast(tf.range(frames)[None, :] < lengths[:, None], hidden_states.dtype)
-        valid = valid[:, :, None]  # (B, T', 1)
+        valid = tf.expand_dims(valid, -1)  # (B, T', 1)
         count = tf.reduce_sum(valid, axis=1)
         mean = tf.reduce_sum(hidden_states * valid, axis=1) / count
-        variance = tf.reduce_sum(tf.square(hidden_states - mean[:, None]) * valid, axis=1) / (count - 1)  # unbiased
+        variance = tf.reduce_sum(tf.square(hidden_states - tf.expand_dims(mean, 1)) * valid, axis=1) / (count - 1)  # unbiased
         # A channel the ReLU keeps at 0 has zero variance; sqrt's gradient there is inf, so give it 0 instead.
         positive = variance > 0
         std = tf.where(positive, tf.sqrt(tf.where(positive, variance, tf.ones_like(variance))), tf.zeros_like(variance))

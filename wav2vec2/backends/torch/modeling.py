@@ -146,6 +146,24 @@ class ConvLayer(nn.Module):
             x = self.layer_norm(x)
         return self.activation(x)
 
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer as one matmul over the conv's windows (im2col): x (batch, samples, in_channels)
+        -> (batch, frames, out_channels). The LayerNorm then needs no transposes."""
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        windows = x.unfold(1, kernel, stride)  # (batch, frames, in_channels, kernel): a strided view
+        batch, frames = windows.shape[:2]
+        weight = self.conv.weight.reshape(self.conv.out_channels, -1)  # (out, in * kernel), same order
+        columns = windows.reshape(batch * frames, -1)  # copies the windows once (a view when in_channels is 1)
+        if self.conv.bias is None:
+            x = (columns @ weight.t()).view(batch, frames, -1)
+        else:
+            x = torch.addmm(self.conv.bias, columns, weight.t()).view(batch, frames, -1)
+        if isinstance(self.layer_norm, nn.LayerNorm):
+            x = self.layer_norm(x)
+        elif self.layer_norm is not None:  # GroupNorm, one group per channel: over time, in its layout
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.activation(x)
+
 
 class FeatureEncoder(nn.Module):
     """Raw waveform (batch, samples) -> conv features (batch, conv_dim[-1], frames)."""
@@ -156,6 +174,14 @@ class FeatureEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # Inference: each conv as one matmul over its windows, activations kept (batch, time,
+            # channels). oneDNN's direct convolutions run these shapes well below matmul speed
+            # (docs/performance.md); with autograd on, the convolutions stay (their backward is better).
+            x = input_values[:, :, None]  # (batch, samples, 1)
+            for layer in self.conv_layers:
+                x = layer.forward_channels_last(x)
+            return x.transpose(1, 2)  # (batch, conv_dim[-1], frames), a view
         x = input_values[:, None]  # (batch, 1, samples)
         for layer in self.conv_layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -207,8 +233,29 @@ class PositionalConvEmbedding(nn.Module):
             weight_g.copy_(torch.linalg.vector_norm(weight_v, dim=(0, 1), keepdim=True))
             self.conv.bias.zero_()
 
+    def normalised_weight(self) -> torch.Tensor:
+        """The weight-normed kernel g * v / |v|, computed once and reused while g and v are unchanged.
+
+        Only without autograd (with it, the parametrization's graph is needed). The cache is keyed by
+        the two tensors' storage and version counters, which every in-place write (an optimizer step,
+        load_state_dict, copy_) and every ``.to()`` changes, so a stale kernel is never used.
+        """
+        weight = self.conv.parametrizations.weight
+        g, v = weight.original0, weight.original1
+        key = (g.data_ptr(), v.data_ptr(), g._version, v._version, g.dtype, g.device)
+        cached = getattr(self, "_normalised_weight", None)
+        if cached is None or cached[0] != key:
+            self._normalised_weight = cached = (key, self.conv.weight.detach())
+        return cached[1]
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        x = self.conv(hidden_states.transpose(1, 2))  # (batch, hidden, frames [+1])
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            x = self.conv(hidden_states.transpose(1, 2))  # (batch, hidden, frames [+1])
+        else:
+            x = F.conv1d(
+                hidden_states.transpose(1, 2), self.normalised_weight(), self.conv.bias,
+                padding=self.conv.padding, groups=self.conv.groups,
+            )
         if self.trim_last_frame:
             x = x[:, :, :-1]
         return self.activation(x).transpose(1, 2)

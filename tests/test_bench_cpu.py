@@ -1,0 +1,34 @@
+"""benchmarks/bench_cpu.py runs end to end on a tiny config, one round, and its fp32 engines agree."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from conftest import small_config
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+# The engines the smoke run times: torch ones (ours and the reference) and the ONNX runtimes; the TF
+# and Flax engines are the same code paths as their backends' own tests, and compile slowly.
+ENGINES = ["reference-torch-fp32", "ours-torch-fp32", "ours-torch-fp32-plain", "ours-torch-bf16", "onnxruntime-fp32",
+           "onnxruntime-int8",
+           "openvino-fp32"]
+
+
+def test_bench_cpu_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_cpu", Path(__file__).parents[1] / "benchmarks" / "bench_cpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    small_config("stable").save_pretrained(tmp_path)
+    rows = bench.main(["--config", str(tmp_path), "--seconds", "0.1", "--repeats", "1", "--warmup", "1",
+                       "--engines", ",".join(ENGINES), "--profile", "ours-torch-fp32"])
+    out = capsys.readouterr().out
+    assert "median of 1 interleaved rounds" in out and "profile of ours-torch-fp32" in out
+    assert set(rows) | {line.split()[0] for line in out.splitlines() if "skipped:" in line} >= set(ENGINES)
+    for name, row in rows.items():
+        assert row["median_s"] > 0
+        if name.endswith(("fp32", "fp32-plain")):  # the same weights in every engine: the same logits
+            assert row["max_diff"] < 1e-4, name
+            assert row["argmax_agreement"] == 1.0, name
+    assert rows["ours-torch-bf16"]["argmax_agreement"] > 0.8
