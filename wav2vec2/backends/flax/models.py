@@ -198,9 +198,9 @@ class Wav2Vec2PreTrainedModel:
         """{reference PyTorch name: NumPy array in the PyTorch layout}; heads prefix the body with wav2vec2."""
         return weights.to_canonical(self.params)
 
-    def load_canonical_state_dict(self, state, source: str = "state dict"):
+    def load_canonical_state_dict(self, state):
         """Replace every parameter; the key set and shapes must match exactly (ValueError otherwise)."""
-        tree = weights.from_canonical(state, self.param_shapes(), source)
+        tree = weights.from_canonical(state, self.param_shapes(), type(self).__name__)
         self.params = jax.tree_util.tree_map(jnp.asarray, tree)
 
     def canonical_shapes(self):
@@ -286,6 +286,11 @@ class Wav2Vec2ForCTC(_HeadModel):
 
     module_class = modeling.Wav2Vec2ForCTCModule
     head = "ctc"
+
+    def __init__(self, config: Wav2Vec2Config, target_lang: Optional[str] = None, seed: int = 0, dtype=jnp.float32,
+                 *, params=None):
+        super().__init__(config, seed, dtype, params=params)
+        self.target_lang = target_lang
 
     def _check_labels(self, labels, input_shape):
         batch = input_shape[0]

@@ -718,13 +718,13 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         """Canonical name -> canonical shape of every weight."""
         return {name: _canonical_shape(var, layout) for name, (var, layout) in self.port().items()}
 
-    def load_canonical_state_dict(self, state, *, allow_missing=()):
+    def load_canonical_state_dict(self, state):
         """Assign weights from a canonical dict; every key must be known and every weight given."""
         port = self.port()
         unknown = sorted(set(state) - set(port))
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown weight names {_few(unknown)}")
-        missing = sorted(set(port) - set(state) - set(allow_missing))
+        missing = sorted(set(port) - set(state))
         if missing:
             raise ValueError(f"{type(self).__name__}: missing weights {_few(missing)}")
         for name, value in state.items():
