@@ -47,7 +47,7 @@ from wav2vec2.backends import torch as torch_backend  # noqa: E402
 from wav2vec2.pretrained import adapter_names  # noqa: E402
 from wav2vec2.spec.ctc_loss import ctc_loss as reference_ctc_loss  # noqa: E402
 from wav2vec2.spec.lengths import feat_extract_output_lengths, min_input_length  # noqa: E402
-from wav2vec2.spec.names import canonical_shapes  # noqa: E402
+from wav2vec2.spec.names import canonical_shapes, normalize_key  # noqa: E402
 
 BACKENDS = {"torch": torch_backend, "tensorflow": tf_backend, "flax": flax_backend}
 EXPORT_EXTRAS = {"torch": [], "tensorflow": ["ctc_loss", "export_ctc_saved_model"], "flax": []}
@@ -172,8 +172,9 @@ def _batch(config, rng, batch=2):
     samples = 3 * min_input_length(config)
     x = rng.standard_normal((batch, samples)).astype(np.float32)
     mask = np.ones((batch, samples), np.int32)
-    mask[1, samples // 2:] = 0
-    x[1, samples // 2:] = 0
+    if batch > 1:
+        mask[1, samples // 2:] = 0
+        x[1, samples // 2:] = 0
     return x, mask
 
 
@@ -215,7 +216,7 @@ def _bf16_checkpoints(tmp_path, config):
     torch.manual_seed(3)
     model = torch_backend.Wav2Vec2ForCTC(config)
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
-    expected = {k: v.float().numpy() for k, v in model.to(torch.bfloat16).canonical_state_dict().items()}
+    expected = {normalize_key(k): v.float().numpy() for k, v in state.items()}  # torch's own bf16 -> fp32
     (tmp_path / "st").mkdir()
     (tmp_path / "bin").mkdir()
     for sub in ("st", "bin"):
@@ -288,7 +289,7 @@ def test_bad_inputs_give_the_same_value_error_in_every_backend(case, ctc_models)
     x, mask = _batch(config, np.random.default_rng(1))
     labels = np.array([[1, 2, 3], [4, 5, -100]])
     expected = {
-        "empty batch": "input_values is an empty batch (batch size 0)",
+        "empty batch": r"input_values is an empty batch \(batch size 0\)",
         "empty audio": "input_values has 0 samples; the conv feature encoder needs at least",
         "zero mask with labels": r"attention_mask is all zeros in batch row\(s\) \[1\]",
         "blank outside vocab": r"config.pad_token_id=40 is the CTC blank and must lie in \[0, vocab_size=12\)",
@@ -317,20 +318,17 @@ def test_ctc_loss_of_every_backend_is_the_numpy_reference(ctc_models):
     config = ctc_models["torch"].config
     x, mask = _batch(config, np.random.default_rng(2))
     labels = np.array([[1, 2, 2, 3], [4, 5, -100, -100]])
-    for reduction in ("sum", "mean"):
-        for name, model in ctc_models.items():
-            model.config = config.replace(ctc_loss_reduction=reduction)
-            if name == "tensorflow":
-                model.wav2vec2.config = model.config
+    for name, model in ctc_models.items():
+        for reduction in ("sum", "mean"):
+            if reduction != config.ctc_loss_reduction:  # the same weights, another reduction
+                model = type(model)(config.replace(ctc_loss_reduction=reduction))
+                model.load_canonical_state_dict(ctc_models["torch"].canonical_state_dict())
             out = model(x, mask, labels)
             logits = _numpy(out.logits).astype(np.float64)
             log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
             lengths = feat_extract_output_lengths(config, mask.sum(-1))
             expected = reference_ctc_loss(log_probs, labels, lengths, blank=config.pad_token_id, reduction=reduction)
             np.testing.assert_allclose(float(_numpy(out.loss)), expected, rtol=1e-5, err_msg=f"{name} {reduction}")
-            model.config = config
-            if name == "tensorflow":
-                model.wav2vec2.config = config
 
 
 def test_weighted_layer_sum_returns_the_hidden_states_in_every_backend():
