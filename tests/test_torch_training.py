@@ -93,14 +93,14 @@ def test_layerdrop_under_ddp_without_find_unused_parameters(gradient_checkpointi
     _train_under_ddp(gradient_checkpointing=gradient_checkpointing)
 
 
-def test_ddp_control_without_the_zero_touch_fails(monkeypatch):
-    """Removing the zero-weighted touch of skipped layers must hit DDP's error, so the test above
+def test_ddp_control_without_the_zero_gradient_anchor_fails(monkeypatch):
+    """Removing the zero gradient anchor of skipped layers must hit DDP's error, so the test above
     would notice a LayerDrop that silently leaves parameters out of the graph."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
     import wav2vec2.backends.torch.modeling as modeling
 
-    monkeypatch.setattr(modeling, "_zero_touch", lambda module: None)
+    monkeypatch.setattr(modeling, "_zero_gradient_anchor", lambda module: None)
     with pytest.raises(RuntimeError, match="finished reduction"):
         _train_under_ddp()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ WEIGHT_FILES = (
     FLAX_NAME,
     FLAX_NAME + INDEX_SUFFIX,
 )
+
+logger = logging.getLogger(__name__)
 
 FORMATS = {"safetensors": SAFETENSORS_NAME, "pytorch": PYTORCH_NAME, "tensorflow": TF_NAME, "flax": FLAX_NAME}
 
@@ -247,14 +250,18 @@ def _stale_files(directory: Path, filename: str):
             yield path
 
 
-def write_state_dict(state, directory, format: str = "safetensors", max_shard_size=None) -> list:
+def write_state_dict(state, directory, format: str = "safetensors", max_shard_size=None, *, files=None,
+                     replace_other_formats: bool = False) -> list:
     """Write a canonical state dict into ``directory`` as one format's weight file(s).
 
     ``format``: "safetensors" (``model.safetensors``), "pytorch" (``pytorch_model.bin``), "tensorflow"
     (``tf_model.h5``) or "flax" (``flax_model.msgpack``). With ``max_shard_size`` (bytes or "200MB")
-    the weights are split into shards plus an index json. Files are written to a temporary folder in
-    ``directory`` and moved in at the end, so a failure leaves no half-written file behind; this
-    format's files from an earlier save are replaced. Returns the paths written.
+    the weights are split into shards plus an index json. ``files`` ({name: text}) are written with
+    them (``config.json``). Everything is written to a temporary folder in ``directory`` and moved in
+    at the end, so a failure leaves no half-written file behind; this format's files from an earlier
+    save are replaced. With ``replace_other_formats`` the weight files of every other format (and
+    their shards and indices) are removed afterwards, with a warning naming them, so that the
+    directory holds exactly the weights just written. Returns the paths written.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {sorted(FORMATS)}")
@@ -264,14 +271,33 @@ def write_state_dict(state, directory, format: str = "safetensors", max_shard_si
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-weights-", dir=directory))
     try:
         written = _write_files(state, tmp, format, max_shard_size)
+        for name, text in (files or {}).items():
+            with open(tmp / name, "w", encoding="utf-8") as f:
+                f.write(text)
         for name in written:
+            _fsync(tmp / name)
+        # Weights first, then the files that describe them (config.json), then the stale weights.
+        for name in written + list(files or {}):
             os.replace(tmp / name, directory / name)
-        for stale in _stale_files(directory, FORMATS[format]):
-            if stale.name not in written:
-                stale.unlink()
+        stale_formats = FORMATS.values() if replace_other_formats else (FORMATS[format],)
+        others = []
+        for filename in stale_formats:
+            for stale in _stale_files(directory, filename):
+                if stale.name not in written:
+                    stale.unlink()
+                    if filename != FORMATS[format]:
+                        others.append(stale.name)
+        if others:
+            logger.warning("%s: removed weight files of other formats so that only the %s weights just saved "
+                           "remain: %s", directory, format, ", ".join(sorted(others)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [directory / name for name in written]
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 # ------------------------------------------------------------------------------ MMS adapter files

@@ -11,10 +11,13 @@ def _conv_out(length, kernel: int, stride: int):
 def feat_extract_output_lengths(config, input_lengths, add_adapter=None):
     """Frames the conv stack (and, when used, the adapter) produce from ``input_lengths`` samples.
 
-    Works on ints and integer arrays alike. Lengths too short for the stack come out <= 0.
+    Works on ints, NumPy integer arrays and framework tensors alike (torch, TensorFlow and JAX
+    arrays stay tensors of their framework, on their device and inside a trace: only ``-``, ``//``
+    and ``+`` are applied to them). Lengths too short for the stack come out <= 0.
     """
     add_adapter = config.add_adapter if add_adapter is None else add_adapter
-    lengths = np.asarray(input_lengths, dtype=np.int64)
+    numpy_in = isinstance(input_lengths, (int, np.integer, np.ndarray, list, tuple))
+    lengths = np.asarray(input_lengths, dtype=np.int64) if numpy_in else input_lengths
     for kernel, stride in zip(config.conv_kernel, config.conv_stride):
         lengths = _conv_out(lengths, kernel, stride)
     if add_adapter:
@@ -22,7 +25,18 @@ def feat_extract_output_lengths(config, input_lengths, add_adapter=None):
             # The adapter convs pad by 1 on each side with kernel adapter_kernel_size; the reference
             # counts their output as a kernel-1 conv with the adapter stride, and so does this.
             lengths = _conv_out(lengths, 1, config.adapter_stride)
+    if not numpy_in:
+        return lengths
     return int(lengths) if lengths.ndim == 0 else lengths
+
+
+def tdnn_output_lengths(config, frame_lengths):
+    """Frames the x-vector TDNN layers leave of ``frame_lengths``, counted as the reference counts
+    them: kernel - 1 fewer per layer, whatever its dilation (so a count may exceed the frames there
+    are; the pooling masks treat it as slice bounds). Any array type, like feat_extract_output_lengths."""
+    for kernel in config.tdnn_kernel:
+        frame_lengths = frame_lengths - kernel + 1
+    return frame_lengths
 
 
 def min_input_length(config, add_adapter=None) -> int:

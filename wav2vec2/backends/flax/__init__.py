@@ -6,6 +6,11 @@ Each public class holds a pure linen module (``.module``) and its float32 parame
     model = Wav2Vec2ForCTC.from_pretrained("facebook/wav2vec2-base-960h")   # any checkpoint format
     logits = model(audio, attention_mask).logits                           # jit-compiled on first call
 
+    # The public classes also work inside transforms, as written:
+    jax.jit(lambda x: model(x).logits)(audio)
+    jax.grad(lambda p: model(audio, labels=labels, params=p).loss)(model.params)
+    jax.vmap(lambda one: model(one).logits[0])(audio)                    # one waveform per call
+
     # Functional use (jax.jit / jax.grad / sharding on the parameters):
     out = model.module.apply({"params": model.params}, audio, attention_mask, labels,
                              deterministic=False, rngs={"dropout": k1, "layerdrop": k2})

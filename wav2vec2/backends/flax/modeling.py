@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from ...config import Wav2Vec2Config
+from ...spec.lengths import feat_extract_output_lengths, tdnn_output_lengths
 
 Array = Any
 
@@ -118,21 +119,9 @@ def layer_norm(epsilon: float, dtype, name: str) -> nn.LayerNorm:
 
 
 # ----------------------------------------------------------------------------- length helpers
-def conv_output_lengths(config: Wav2Vec2Config, input_lengths: Array, add_adapter: Optional[bool] = None) -> Array:
-    """wav2vec2.spec.lengths.feat_extract_output_lengths for traced integer arrays."""
-    add_adapter = config.add_adapter if add_adapter is None else add_adapter
-    lengths = input_lengths
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        lengths = (lengths - kernel) // stride + 1
-    if add_adapter:
-        for _ in range(config.num_adapter_layers):
-            lengths = (lengths - 1) // config.adapter_stride + 1
-    return lengths
-
-
 def frame_mask(config, attention_mask: Array, num_frames: int, add_adapter: Optional[bool] = None) -> Array:
     """Valid output frames (batch, num_frames) from a sample-level mask (batch, samples)."""
-    lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1), add_adapter)
+    lengths = feat_extract_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1), add_adapter)
     return jnp.arange(num_frames)[None, :] < lengths[:, None]
 
 
@@ -442,7 +431,7 @@ class GumbelVectorQuantizer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, features, mask_time_indices, temperature, deterministic: bool):
+    def __call__(self, features, mask_time_indices, temperature, deterministic: bool, gumbel_noise=None):
         """features (batch, frames, conv_dim[-1]) -> codevectors (batch, frames, codevector_dim), perplexity."""
         config = self.config
         groups, per_group = config.num_codevector_groups, config.num_codevectors_per_group
@@ -459,7 +448,10 @@ class GumbelVectorQuantizer(nn.Module):
             probs = jax.nn.one_hot(jnp.argmax(logits, axis=-1), per_group, dtype=jnp.float32)
             perplexity = self.perplexity(probs, mask_time_indices)
         else:
-            gumbels = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, jnp.float32)
+            if gumbel_noise is None:
+                gumbels = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, jnp.float32)
+            else:  # (batch, frames, groups, vars) standard Gumbel samples, as the other backends take them
+                gumbels = jnp.reshape(gumbel_noise, logits.shape).astype(jnp.float32)
             soft = jax.nn.softmax((logits + gumbels) / temperature, axis=-1)
             hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), per_group, dtype=jnp.float32)
             probs = hard - jax.lax.stop_gradient(soft) + soft  # straight-through estimator
@@ -637,7 +629,7 @@ class Wav2Vec2Module(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ heads
-class HeadModule(nn.Module):
+class _HeadModule(nn.Module):
     """Fields and helpers shared by the heads; the body lives under "wav2vec2"."""
 
     config: Wav2Vec2Config
@@ -659,7 +651,7 @@ class HeadModule(nn.Module):
             output_hidden_states, output_attentions,
         )
 
-    def pooled_layers(self, outputs):
+    def layer_weighted_states(self, outputs):
         """The last hidden state, or a learned softmax-weighted sum of all hidden states."""
         if not self.config.use_weighted_layer_sum:
             return outputs.last_hidden_state
@@ -669,7 +661,7 @@ class HeadModule(nn.Module):
         return jnp.einsum("l,lbth->bth", jax.nn.softmax(layer_weights).astype(self.dtype), stacked)
 
 
-class Wav2Vec2ForCTCModule(HeadModule):
+class Wav2Vec2ForCTCModule(_HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
@@ -684,13 +676,13 @@ class Wav2Vec2ForCTCModule(HeadModule):
         if labels is not None:
             if attention_mask is None:
                 attention_mask = jnp.ones(input_values.shape, dtype=jnp.int32)
-            frame_lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
+            frame_lengths = feat_extract_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
             loss = ctc_loss(logits, frame_lengths, labels, config.pad_token_id, config.ctc_loss_reduction,
                             config.ctc_zero_infinity)
-        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
-class Wav2Vec2ForSequenceClassificationModule(HeadModule):
+class Wav2Vec2ForSequenceClassificationModule(_HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
@@ -699,7 +691,7 @@ class Wav2Vec2ForSequenceClassificationModule(HeadModule):
         outputs = self.run_base_model(input_values, attention_mask, deterministic,
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
                                       mask_time_indices, mask_feature_indices)
-        hidden = self.pooled_layers(outputs)
+        hidden = self.layer_weighted_states(outputs)
         init = dense_init(config)
         hidden = nn.Dense(config.classifier_proj_size, dtype=self.dtype, kernel_init=init, name="projector")(hidden)
         if attention_mask is None:
@@ -709,11 +701,10 @@ class Wav2Vec2ForSequenceClassificationModule(HeadModule):
             pooled = jnp.where(valid, hidden, 0).sum(axis=1) / valid.sum(axis=1)
         logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=init, name="classifier")(pooled)
         loss = None if labels is None else cross_entropy(logits, labels.reshape(-1))
-        return HeadOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
-                          outputs.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
-class Wav2Vec2ForAudioFrameClassificationModule(HeadModule):
+class Wav2Vec2ForAudioFrameClassificationModule(_HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
@@ -722,18 +713,17 @@ class Wav2Vec2ForAudioFrameClassificationModule(HeadModule):
         outputs = self.run_base_model(input_values, attention_mask, deterministic,
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
                                       mask_time_indices, mask_feature_indices)
-        hidden = self.pooled_layers(outputs)
+        hidden = self.layer_weighted_states(outputs)
         logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=dense_init(config), name="classifier")(hidden)
         loss = None
         if labels is not None:
             # labels: (batch, frames, num_labels) scores; the target is their argmax (as the reference).
             targets = jnp.argmax(labels.reshape(-1, config.num_labels), axis=-1)
             loss = cross_entropy(logits.reshape(-1, config.num_labels), targets)
-        return HeadOutput(loss, logits, outputs.hidden_states if output_hidden_states else None,
-                          outputs.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
-class Wav2Vec2ForXVectorModule(HeadModule):
+class Wav2Vec2ForXVectorModule(_HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, labels=None, deterministic: bool = True,
                  output_hidden_states: bool = False, output_attentions: bool = False,
@@ -742,7 +732,7 @@ class Wav2Vec2ForXVectorModule(HeadModule):
         outputs = self.run_base_model(input_values, attention_mask, deterministic,
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
                                       mask_time_indices, mask_feature_indices)
-        hidden = self.pooled_layers(outputs)
+        hidden = self.layer_weighted_states(outputs)
         init = dense_init(config)
         hidden = nn.Dense(config.tdnn_dim[0], dtype=self.dtype, kernel_init=init, name="projector")(hidden)
         for i in range(len(config.tdnn_dim)):
@@ -755,8 +745,8 @@ class Wav2Vec2ForXVectorModule(HeadModule):
         else:
             # As the reference (and the other backends): each TDNN layer shortens the count by
             # kernel - 1 whatever its dilation; a count past the frames there are is clipped.
-            lengths = conv_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
-            lengths = jnp.minimum(lengths - sum(k - 1 for k in config.tdnn_kernel), hidden.shape[1])
+            lengths = feat_extract_output_lengths(config, attention_mask.astype(jnp.int32).sum(-1))
+            lengths = jnp.minimum(tdnn_output_lengths(config, lengths), hidden.shape[1])
         valid = (jnp.arange(hidden.shape[1])[None, :] < lengths[:, None])[:, :, None]
         mean = jnp.where(valid, hidden, 0).sum(1) / lengths[:, None]
         variance = jnp.where(valid, (hidden - mean[:, None]) ** 2, 0).sum(1) / (lengths[:, None] - 1)
@@ -765,15 +755,16 @@ class Wav2Vec2ForXVectorModule(HeadModule):
         embeddings = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="feature_extractor")(statistics)
         logits = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="classifier")(embeddings)
         loss = AMSoftmaxObjective(config, name="objective")(logits, labels)
-        return XVectorOutput(loss, logits, embeddings, outputs.hidden_states if output_hidden_states else None,
-                             outputs.attentions)
+        return XVectorOutput(loss=loss, logits=logits, embeddings=embeddings, hidden_states=outputs.hidden_states,
+                             attentions=outputs.attentions)
 
 
-class Wav2Vec2ForPreTrainingModule(HeadModule):
+class Wav2Vec2ForPreTrainingModule(_HeadModule):
     @nn.compact
     def __call__(self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
                  gumbel_temperature=2.0, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, mask_feature_indices=None) -> Wav2Vec2ForPreTrainingOutput:
+                 output_attentions: bool = False, mask_feature_indices=None,
+                 gumbel_noise=None) -> Wav2Vec2ForPreTrainingOutput:
         config = self.config
         outputs = self.run_base_model(input_values, attention_mask, deterministic, output_hidden_states,
                                       output_attentions, mask_time_indices, mask_feature_indices)
@@ -784,7 +775,7 @@ class Wav2Vec2ForPreTrainingModule(HeadModule):
 
         features = nn.Dropout(config.feat_quantizer_dropout)(outputs.extract_features, deterministic)
         quantized, perplexity = GumbelVectorQuantizer(config, self.dtype, name="quantizer")(
-            features, mask_time_indices, gumbel_temperature, deterministic
+            features, mask_time_indices, gumbel_temperature, deterministic, gumbel_noise
         )
         quantized = nn.Dense(
             config.proj_codevector_dim, dtype=self.dtype, kernel_init=torch_linear_init(config.codevector_dim),
@@ -799,5 +790,7 @@ class Wav2Vec2ForPreTrainingModule(HeadModule):
             diversity = (num_codevectors - perplexity) / num_codevectors * mask_time_indices.sum()
             loss = contrastive + config.diversity_loss_weight * diversity
         return Wav2Vec2ForPreTrainingOutput(
-            loss, projected, quantized, perplexity, outputs.hidden_states, outputs.attentions, contrastive, diversity
+            loss=loss, projected_states=projected, projected_quantized_states=quantized,
+            codevector_perplexity=perplexity, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            contrastive_loss=contrastive, diversity_loss=diversity,
         )

@@ -3,6 +3,8 @@
 ``model.module`` is the pure linen module and ``model.params`` its parameters, so ``jax.jit``,
 ``jax.grad`` and sharding apply to them directly; calling ``model(...)`` is a jit-compiled
 convenience that checks its inputs, draws SpecAugment masks in training and splits the PRNG key.
+It may itself be called inside ``jax.jit``, ``jax.grad`` (pass ``params=``) and ``jax.vmap``:
+traced inputs stay JAX arrays, and only the checks that need concrete values are skipped on them.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ... import pretrained
 from ...config import Wav2Vec2Config
+from ...spec import checks
 from ...spec.lengths import feat_extract_output_lengths, min_input_length
 from ...spec.masking import spec_augment_masks
 from . import modeling, weights
@@ -25,9 +29,9 @@ _FLAX_WEIGHTS = "flax_model.msgpack"
 
 
 def _as_array(value, name: str):
-    """NumPy view of a NumPy array, a JAX array or a framework tensor."""
-    if value is None:
-        return None
+    """A JAX array (traced or not) as it is; NumPy arrays, lists and framework tensors as NumPy."""
+    if value is None or isinstance(value, jax.Array):
+        return value
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     try:
@@ -36,12 +40,26 @@ def _as_array(value, name: str):
         raise ValueError(f"{name}: cannot be converted to an array ({e})") from None
 
 
+def _concrete(value):
+    """``value`` as NumPy when its values are known here (not inside a jax trace), else None."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def _is_floating(array) -> bool:
+    return jnp.issubdtype(array.dtype, jnp.floating)
+
+
+def _is_integer(array) -> bool:
+    return jnp.issubdtype(array.dtype, jnp.integer)
+
+
 class Wav2Vec2PreTrainedModel:
     """Shared by the six classes: init, forward plumbing, weights and checkpoints."""
 
     module_class = modeling.Wav2Vec2Module
     head = "model"  # the wav2vec2.spec.names head name
-    supports_labels = False
 
     def __init__(self, config: Wav2Vec2Config, seed: int = 0, dtype=jnp.float32, *, params=None):
         if not isinstance(config, Wav2Vec2Config):
@@ -49,7 +67,8 @@ class Wav2Vec2PreTrainedModel:
         self._check_config(config)
         self.config = config
         self.dtype = dtype
-        self.name_or_path = None
+        self.name_or_path = None  # where from_pretrained found the weights; load_adapter looks there
+        self.hub_kwargs = {}
         self.target_lang = None
         self._options = dict(freeze_feature_encoder=False, gradient_checkpointing=False)
         if self.module_class is not modeling.Wav2Vec2Module:
@@ -91,6 +110,10 @@ class Wav2Vec2PreTrainedModel:
         self._options["gradient_checkpointing"] = True
         self._rebuild()
 
+    def gradient_checkpointing_disable(self):
+        self._options["gradient_checkpointing"] = False
+        self._rebuild()
+
     def freeze_feature_encoder(self):
         """Stop gradients at the conv feature encoder's parameters (their gradients are zero)."""
         self._options["freeze_feature_encoder"] = True
@@ -98,27 +121,15 @@ class Wav2Vec2PreTrainedModel:
 
     # ------------------------------------------------------------------------------ forward
     def _check_inputs(self, input_values, attention_mask):
+        """Checked inputs (wav2vec2.spec.checks): waveform (batch, samples), int32 mask or None."""
         input_values = _as_array(input_values, "input_values")
+        checks.waveform_shape(self.config, input_values.shape, _is_floating(input_values), str(input_values.dtype))
         if input_values.ndim == 1:
             input_values = input_values[None]
-        if input_values.ndim != 2:
-            raise ValueError(f"input_values must have shape (batch, samples) or (samples,), got {input_values.shape}")
-        if not np.issubdtype(input_values.dtype, np.floating) and input_values.dtype != jnp.bfloat16:
-            raise ValueError(f"input_values must be floating point audio, got dtype {input_values.dtype}")
-        minimum = min_input_length(self.config)
-        if input_values.shape[1] < minimum:
-            raise ValueError(
-                f"input_values has {input_values.shape[1]} samples; the conv feature encoder needs at least {minimum}"
-            )
         if attention_mask is not None:
             attention_mask = _as_array(attention_mask, "attention_mask")
-            if attention_mask.ndim == 1:
-                attention_mask = attention_mask[None]
-            if attention_mask.shape != input_values.shape:
-                raise ValueError(
-                    f"attention_mask must have the shape of input_values {input_values.shape}, got {attention_mask.shape}"
-                )
-            attention_mask = attention_mask.astype(np.int32)
+            shape = checks.attention_mask_shape(attention_mask.shape, input_values.shape)
+            attention_mask = attention_mask.reshape(shape).astype(jnp.int32)
         return input_values, attention_mask
 
     def _num_frames(self, num_samples: int) -> int:
@@ -139,52 +150,44 @@ class Wav2Vec2PreTrainedModel:
         mask_feature_indices = None
         if mask_time_indices is not None:
             mask_time_indices = _as_array(mask_time_indices, "mask_time_indices").astype(bool)
-            if mask_time_indices.shape != (batch, frames):
-                raise ValueError(f"mask_time_indices must have shape {(batch, frames)}, got {mask_time_indices.shape}")
-            if self.config.mask_time_prob <= 0 and self.config.mask_feature_prob <= 0:
-                raise ValueError("mask_time_indices given, but the config has no masked_spec_embed (mask_time_prob=0)")
+            checks.frame_input("mask_time_indices", mask_time_indices.shape, (batch, frames))
+            checks.masked_spec_embed(self.config)
         elif train and self.config.apply_spec_augment:
             if spec_augment_rng is None:  # derived from the dropout key, so one key reproduces a step
                 spec_augment_rng = np.random.default_rng(np.asarray(jax.random.key_data(dropout_rng)).ravel())
             valid = None
             if inputs.get("attention_mask") is not None:
-                lengths = feat_extract_output_lengths(self.config, inputs["attention_mask"].sum(-1), add_adapter=False)
+                mask = _concrete(inputs["attention_mask"])
+                if mask is None:
+                    raise ValueError("SpecAugment masks are drawn with NumPy from the attention mask; inside a jax "
+                                     "trace pass mask_time_indices (wav2vec2.spec.masking) instead")
+                lengths = feat_extract_output_lengths(self.config, mask.sum(-1), add_adapter=False)
                 valid = np.arange(frames)[None, :] < np.asarray(lengths)[:, None]
             mask_time_indices, mask_feature_indices = spec_augment_masks(
                 self.config, batch, frames, rng=spec_augment_rng, frame_attention_mask=valid
             )
         return mask_time_indices, mask_feature_indices
 
-    def _check_labels(self, labels, batch):
+    def _check_labels(self, labels, input_shape):
+        batch = input_shape[0]
         return labels
 
-    def __call__(
-        self,
-        input_values,
-        attention_mask=None,
-        labels=None,
-        *,
-        params=None,
-        dropout_rng=None,
-        train: bool = False,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        mask_time_indices=None,
-        spec_augment_rng: Optional[np.random.Generator] = None,
-    ):
-        """Forward pass. input_values: (batch, samples) or (samples,) float audio; attention_mask:
-        same shape, 1 on real samples. train=True enables dropout, LayerDrop and SpecAugment and
-        needs ``dropout_rng``; SpecAugment masks come from ``mask_time_indices`` or are drawn with
-        ``spec_augment_rng`` (a numpy Generator; by default derived from ``dropout_rng``).
-        """
+    def _forward(self, input_values, attention_mask, labels, mask_time_indices, mask_feature_indices,
+                 output_attentions, output_hidden_states, spec_augment_rng, params, dropout_rng, train):
         input_values, attention_mask = self._check_inputs(input_values, attention_mask)
         inputs = {"input_values": input_values, "attention_mask": attention_mask}
         if labels is not None:
-            if not self.supports_labels:
-                raise ValueError(f"{type(self).__name__} takes no labels")
-            inputs["labels"] = self._check_labels(_as_array(labels, "labels"), input_values.shape[0])
+            if attention_mask is not None:
+                counts = _concrete(attention_mask)
+                checks.samples_for_loss(None if counts is None else counts.sum(-1))
+            inputs["labels"] = self._check_labels(_as_array(labels, "labels"), input_values.shape)
         rngs = self._rngs(train, dropout_rng)
         mask_time, mask_feature = self._masks(inputs, train, mask_time_indices, spec_augment_rng, dropout_rng)
+        if mask_feature_indices is not None and train:
+            mask_feature_indices = _as_array(mask_feature_indices, "mask_feature_indices").astype(bool)
+            checks.frame_input("mask_feature_indices", mask_feature_indices.shape,
+                               (input_values.shape[0], self.config.hidden_size))
+            mask_feature = mask_feature_indices if self.config.mask_feature_prob > 0 else None
         inputs.update(mask_time_indices=mask_time, mask_feature_indices=mask_feature)
         return self._jitted_apply(
             self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions
@@ -195,14 +198,15 @@ class Wav2Vec2PreTrainedModel:
         """{reference PyTorch name: NumPy array in the PyTorch layout}; heads prefix the body with wav2vec2."""
         return weights.to_canonical(self.params)
 
-    def load_canonical_state_dict(self, state, source: str = "state dict"):
+    def load_canonical_state_dict(self, state):
         """Replace every parameter; the key set and shapes must match exactly (ValueError otherwise)."""
-        tree = weights.from_canonical(state, self.param_shapes(), source)
+        tree = weights.from_canonical(state, self.param_shapes(), type(self).__name__)
         self.params = jax.tree_util.tree_map(jnp.asarray, tree)
 
     def canonical_shapes(self):
         return weights.canonical_shapes(self.param_shapes())
 
+    # ---------------------------------------------------------------------------- files (wav2vec2.pretrained)
     @classmethod
     def from_pretrained(cls, path_or_repo_id, target_lang: Optional[str] = None, config: Optional[Wav2Vec2Config] = None,
                         dtype=jnp.float32, seed: int = 0, **hub_kwargs):
@@ -211,65 +215,40 @@ class Wav2Vec2PreTrainedModel:
         Head parameters the checkpoint lacks are initialised and named in a warning; parameters of
         other heads are dropped. target_lang loads the MMS adapter ``adapter.<lang>.safetensors``.
         """
-        from ... import io
+        return pretrained.from_pretrained(cls, path_or_repo_id, target_lang, config, hub_kwargs, seed=seed, dtype=dtype)
 
-        path_or_repo_id = os.fspath(path_or_repo_id)
-        if config is None:
-            config = Wav2Vec2Config.from_pretrained(path_or_repo_id, **hub_kwargs)
-        model = cls(config, seed=seed, dtype=dtype)
-        state = io.read_state_dict(path_or_repo_id, **hub_kwargs)
-        report = io.match_state_dict(state, model.canonical_shapes())
-        if report.missing:
-            logger.warning(
-                "%s: newly initialised weights not in the checkpoint %s: %s",
-                cls.__name__, path_or_repo_id, sorted(report.missing),
-            )
-        model.load_canonical_state_dict({**model.canonical_state_dict(), **report.state}, source=path_or_repo_id)
-        model.name_or_path = path_or_repo_id
-        if target_lang is not None:
-            model.load_adapter(target_lang, **hub_kwargs)
-        return model
-
-    def save_pretrained(self, directory, format: str = "flax"):
-        """Write config.json and the weights (flax_model.msgpack by default, in the reference layout)."""
-        from ... import io
-
-        os.makedirs(directory, exist_ok=True)
-        self.config.save_pretrained(directory)
-        io.write_state_dict(self.canonical_state_dict(), directory, format=format)
-
-    def load_adapter(self, target_lang: str, path_or_repo_id=None, **hub_kwargs):
-        """Load the MMS adapter weights of one language (and its lm_head, resizing the vocabulary)."""
-        from ... import io
-
-        if self.config.adapter_attn_dim is None:
-            raise ValueError(f"cannot load adapter {target_lang!r}: config.adapter_attn_dim is not set")
-        source = path_or_repo_id or self.name_or_path
-        if source is None:
-            raise ValueError("load_adapter needs path_or_repo_id (the model was not loaded with from_pretrained)")
-        adapter = io.read_adapter(source, target_lang, **hub_kwargs)
-        if self.head != "ctc":  # only the CTC head has an lm_head to swap
-            adapter = {k: v for k, v in adapter.items() if not k.startswith("lm_head.")}
-        if self.head == "model":
-            adapter = {k.removeprefix("wav2vec2."): v for k, v in adapter.items()}
-
-        state = self.canonical_state_dict()
-        source_name = f"{source}: adapter {target_lang!r}"
-        unknown = sorted(k for k in adapter if k not in state)
-        if unknown:
-            raise ValueError(f"{source_name}: keys that are not adapter weights: {unknown[:8]}")
-        new_vocab = adapter.get("lm_head.weight", state.get("lm_head.weight"))
-        if new_vocab is not None and new_vocab.shape != state["lm_head.weight"].shape:
-            # A language may have its own alphabet: resize lm_head and the config with it.
-            self.config = self.config.replace(vocab_size=int(new_vocab.shape[0]))
-            self._rebuild()
-        state.update(adapter)
-        self.load_canonical_state_dict(state, source=source_name)
-        self.target_lang = target_lang
+    def save_pretrained(self, directory, format: Optional[str] = None, max_shard_size=None):
+        """Write config.json and the weights (flax_model.msgpack by default, in the reference layout).
+        The directory is left with these weights only (see wav2vec2.pretrained)."""
+        pretrained.save_pretrained(self, directory, format or "flax", max_shard_size)
 
 
 class _HeadModel(Wav2Vec2PreTrainedModel):
-    supports_labels = True
+    """A task head over the body (its parameters under "wav2vec2")."""
+
+    def __call__(
+        self,
+        input_values,
+        attention_mask=None,
+        labels=None,
+        mask_time_indices=None,
+        mask_feature_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
+        *,
+        params=None,
+        dropout_rng=None,
+        train: bool = False,
+    ):
+        """Forward pass. input_values: (batch, samples) or (samples,) float audio; attention_mask:
+        same shape, 1 on real samples. train=True enables dropout, LayerDrop and SpecAugment and
+        needs ``dropout_rng``; SpecAugment masks come from ``mask_time_indices`` /
+        ``mask_feature_indices`` or are drawn with ``spec_augment_rng`` (a numpy Generator; by
+        default derived from ``dropout_rng``). ``params`` replaces ``self.params`` (for jax.grad).
+        """
+        return self._forward(input_values, attention_mask, labels, mask_time_indices, mask_feature_indices,
+                             output_attentions, output_hidden_states, spec_augment_rng, params, dropout_rng, train)
 
     def freeze_base_model(self):
         """Stop gradients at every wav2vec2.* parameter: only the head trains."""
@@ -283,6 +262,24 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
     module_class = modeling.Wav2Vec2Module
     head = "model"
 
+    def __call__(
+        self,
+        input_values,
+        attention_mask=None,
+        mask_time_indices=None,
+        mask_feature_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
+        *,
+        params=None,
+        dropout_rng=None,
+        train: bool = False,
+    ):
+        """Forward pass of the body; arguments as for the heads, without labels."""
+        return self._forward(input_values, attention_mask, None, mask_time_indices, mask_feature_indices,
+                             output_attentions, output_hidden_states, spec_augment_rng, params, dropout_rng, train)
+
 
 class Wav2Vec2ForCTC(_HeadModel):
     """CTC head: logits (batch, frames, vocab_size); labels (batch, max_len) padded with -100."""
@@ -290,14 +287,27 @@ class Wav2Vec2ForCTC(_HeadModel):
     module_class = modeling.Wav2Vec2ForCTCModule
     head = "ctc"
 
-    def _check_labels(self, labels, batch):
-        if labels.ndim != 2 or labels.shape[0] != batch:
-            raise ValueError(f"labels must have shape (batch={batch}, target_length), got {labels.shape}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-        if labels.size and labels.max() >= self.config.vocab_size:
-            raise ValueError(f"labels must be < vocab_size={self.config.vocab_size}, got {labels.max()}")
-        return labels.astype(np.int32)
+    def __init__(self, config: Wav2Vec2Config, target_lang: Optional[str] = None, seed: int = 0, dtype=jnp.float32,
+                 *, params=None):
+        super().__init__(config, seed, dtype, params=params)
+        self.target_lang = target_lang
+
+    def _check_labels(self, labels, input_shape):
+        batch = input_shape[0]
+        values = _concrete(labels)
+        max_label = values.max() if values is not None and values.size and values.ndim == 2 and _is_integer(labels) else None
+        checks.ctc_labels(self.config, labels.shape, _is_integer(labels), batch, max_label)
+        return labels.astype(jnp.int32)
+
+    def load_adapter(self, target_lang: str, path_or_repo_id=None, **hub_kwargs):
+        """Load ``adapter.{target_lang}.safetensors`` (or .bin, .h5, .msgpack) from where the model came
+        from, or from ``path_or_repo_id``. A vocabulary of another size resizes lm_head (and the model
+        gets a config of its own with the new vocab_size)."""
+        pretrained.load_adapter(self, target_lang, path_or_repo_id, **hub_kwargs)
+
+    def _resize_lm_head(self, config):
+        self.config = config
+        self._rebuild()
 
 
 class Wav2Vec2ForSequenceClassification(_HeadModel):
@@ -308,13 +318,12 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
 
     @staticmethod
     def _check_config(config):
-        if config.add_adapter:
-            raise ValueError("sequence classification does not support the conv adapter (config.add_adapter=True)")
+        checks.no_conv_adapter(config, "Wav2Vec2ForSequenceClassification")
 
-    def _check_labels(self, labels, batch):
-        if labels.shape != (batch,):
-            raise ValueError(f"labels must have shape (batch={batch},), got {labels.shape}")
-        return labels.astype(np.int32)
+    def _check_labels(self, labels, input_shape):
+        batch = input_shape[0]
+        checks.class_labels(labels.shape, _is_integer(labels), batch, "class ids")
+        return labels.astype(jnp.int32)
 
 
 class Wav2Vec2ForAudioFrameClassification(_HeadModel):
@@ -325,14 +334,12 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
 
     @staticmethod
     def _check_config(config):
-        if config.add_adapter:
-            raise ValueError("audio frame classification does not support the conv adapter (config.add_adapter=True)")
+        checks.no_conv_adapter(config, "Wav2Vec2ForAudioFrameClassification")
 
-    def _check_labels(self, labels, batch):
-        if labels.ndim != 3 or labels.shape[0] != batch or labels.shape[2] != self.config.num_labels:
-            raise ValueError(
-                f"labels must have shape (batch={batch}, frames, num_labels={self.config.num_labels}), got {labels.shape}"
-            )
+    def _check_labels(self, labels, input_shape):
+        batch = input_shape[0]
+        frames = self._num_frames(input_shape[1])
+        checks.frame_labels(labels.shape, (batch, frames, self.config.num_labels))
         return labels
 
 
@@ -342,13 +349,13 @@ class Wav2Vec2ForXVector(_HeadModel):
     module_class = modeling.Wav2Vec2ForXVectorModule
     head = "xvector"
 
-    def _check_labels(self, labels, batch):
-        if labels.shape != (batch,):
-            raise ValueError(f"labels must have shape (batch={batch},), got {labels.shape}")
-        return labels.astype(np.int32)
+    def _check_labels(self, labels, input_shape):
+        batch = input_shape[0]
+        checks.class_labels(labels.shape, _is_integer(labels), batch, "speaker ids")
+        return labels.astype(jnp.int32)
 
 
-class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
+class Wav2Vec2ForPreTraining(_HeadModel):
     """Contrastive pretraining: Gumbel product quantizer, contrastive and diversity losses.
 
     mask_time_indices (batch, frames) and sampled_negative_indices (batch, frames, num_negatives)
@@ -370,33 +377,40 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
         self,
         input_values,
         attention_mask=None,
-        *,
         mask_time_indices=None,
         sampled_negative_indices=None,
+        gumbel_noise=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        *,
         params=None,
         dropout_rng=None,
-        gumbel_rng=None,
         train: bool = False,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        gumbel_rng=None,
         spec_augment_rng: Optional[np.random.Generator] = None,
     ):
+        """mask_time_indices (batch, frames) and sampled_negative_indices (batch, frames, num_negatives)
+        from wav2vec2.spec; gumbel_noise (batch, frames, groups, vars) standard Gumbel samples, else
+        drawn from ``gumbel_rng`` (by default split from ``dropout_rng``) in training."""
         input_values, attention_mask = self._check_inputs(input_values, attention_mask)
         inputs = {"input_values": input_values, "attention_mask": attention_mask}
         rngs = self._rngs(train, dropout_rng, gumbel_rng)
         mask_time, mask_feature = self._masks(inputs, train, mask_time_indices, spec_augment_rng, dropout_rng)
         if sampled_negative_indices is not None:
-            if mask_time is None:
-                raise ValueError("sampled_negative_indices needs mask_time_indices (the loss is over masked frames)")
+            checks.negatives_need_mask(mask_time)
             sampled_negative_indices = _as_array(sampled_negative_indices, "sampled_negative_indices")
             expected = (*mask_time.shape, self.config.num_negatives)
-            if sampled_negative_indices.shape != expected:
-                raise ValueError(f"sampled_negative_indices must have shape {expected}, got {sampled_negative_indices.shape}")
-            sampled_negative_indices = sampled_negative_indices.astype(np.int32)
+            checks.frame_input("sampled_negative_indices", sampled_negative_indices.shape, expected)
+            sampled_negative_indices = sampled_negative_indices.astype(jnp.int32)
+        if gumbel_noise is not None:
+            gumbel_noise = _as_array(gumbel_noise, "gumbel_noise")
+            expected = (*input_values.shape[:1], self._num_frames(input_values.shape[1]),
+                        self.config.num_codevector_groups, self.config.num_codevectors_per_group)
+            checks.frame_input("gumbel_noise", gumbel_noise.shape, expected)
         inputs.update(
             mask_time_indices=mask_time, mask_feature_indices=mask_feature,
             sampled_negative_indices=sampled_negative_indices,
-            gumbel_temperature=jnp.float32(self.gumbel_temperature),
+            gumbel_temperature=jnp.float32(self.gumbel_temperature), gumbel_noise=gumbel_noise,
         )
         return self._jitted_apply(
             self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions

@@ -23,9 +23,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from ... import pretrained  # noqa: E402
 from ...config import Wav2Vec2Config  # noqa: E402
-from ...spec import masking  # noqa: E402
-from ...spec.lengths import min_input_length  # noqa: E402
+from ...spec import checks, masking  # noqa: E402
+from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -164,19 +165,9 @@ def _layer_norm(epsilon):
     return keras.layers.LayerNormalization(epsilon=epsilon)
 
 
-def _conv_output_lengths(config, lengths, add_adapter):
-    """Frames the conv stack (and the adapter when add_adapter) make of ``lengths`` samples: int32 tensor."""
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        lengths = (lengths - kernel) // stride + 1
-    if add_adapter:
-        for _ in range(config.num_adapter_layers):
-            lengths = (lengths - 1) // config.adapter_stride + 1
-    return lengths
-
-
 def _frame_mask(config, attention_mask, num_frames, add_adapter):
     """Frame-level validity (B, T) bool from a sample-level attention mask (B, S)."""
-    lengths = _conv_output_lengths(config, tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1), add_adapter)
+    lengths = feat_extract_output_lengths(config, tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1), add_adapter)
     return tf.range(num_frames)[None, :] < lengths[:, None]
 
 
@@ -710,6 +701,8 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         if not isinstance(config, Wav2Vec2Config):
             raise ValueError(f"config must be a wav2vec2.Wav2Vec2Config, got {type(config).__name__}")
         self.config = config
+        self.name_or_path = None  # where from_pretrained found the weights; load_adapter looks there
+        self.hub_kwargs = {}
         self.loss_tracker = keras.metrics.Mean(name="loss")  # what fit and evaluate report
 
     def _build_weights(self):
@@ -728,13 +721,13 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         """Canonical name -> canonical shape of every weight."""
         return {name: _canonical_shape(var, layout) for name, (var, layout) in self.port().items()}
 
-    def load_canonical_state_dict(self, state, *, allow_missing=()):
+    def load_canonical_state_dict(self, state):
         """Assign weights from a canonical dict; every key must be known and every weight given."""
         port = self.port()
         unknown = sorted(set(state) - set(port))
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown weight names {_few(unknown)}")
-        missing = sorted(set(port) - set(state) - set(allow_missing))
+        missing = sorted(set(port) - set(state))
         if missing:
             raise ValueError(f"{type(self).__name__}: missing weights {_few(missing)}")
         for name, value in state.items():
@@ -746,34 +739,19 @@ class Wav2Vec2PreTrainedModel(keras.Model):
                 raise ValueError(f"weight {name!r}: expected shape {expected}, got {np.asarray(state[name]).shape}")
             var.assign(value.astype(var.dtype))
 
-    # --- loading and saving -------------------------------------------------------------------
+    # --- loading and saving (wav2vec2.pretrained) --------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_repo_id, target_lang=None, config=None, **hub_kwargs):
-        """Load config.json and the weights of any supported format from a directory or hub repo."""
-        from ...io import match_state_dict, read_state_dict
+        """Load config.json and the weights of any supported format from a directory or hub repo.
 
-        if config is None:
-            config = Wav2Vec2Config.from_pretrained(path_or_repo_id, **hub_kwargs)
-        model = cls(config)
-        report = match_state_dict(read_state_dict(path_or_repo_id, **hub_kwargs), model.canonical_shapes())
-        model.load_canonical_state_dict(report.state, allow_missing=report.missing)
-        if report.missing:
-            logger.warning("%s: weights not in the checkpoint, newly initialised: %s", cls.__name__, sorted(report.missing))
-        if report.discarded:
-            logger.info("%s: checkpoint weights not used by this head: %s", cls.__name__, sorted(report.discarded))
-        model._pretrained_source = (path_or_repo_id, hub_kwargs)
-        if target_lang is not None:
-            model.load_adapter(target_lang)
-        return model
+        Head weights the checkpoint lacks keep their fresh initialisation (a warning names them);
+        weights of other heads are dropped. ``target_lang`` loads that MMS adapter too."""
+        return pretrained.from_pretrained(cls, path_or_repo_id, target_lang, config, hub_kwargs)
 
-    def save_pretrained(self, directory, format="tensorflow"):
-        """Write config.json and the weights (tf_model.h5 by default, or another wav2vec2.io format)."""
-        from ...io import write_state_dict
-
-        os.makedirs(directory, exist_ok=True)
-        extra = {**self.config.extra, "architectures": [type(self).__name__]}
-        self.config.replace(extra=extra).save_pretrained(directory)
-        write_state_dict(self.canonical_state_dict(), directory, format=format)
+    def save_pretrained(self, directory, format=None, max_shard_size=None):
+        """Write config.json and the weights (tf_model.h5 by default, or another wav2vec2.io format).
+        The directory is left with these weights only (see wav2vec2.pretrained)."""
+        pretrained.save_pretrained(self, directory, format or "tensorflow", max_shard_size)
 
     # --- training -----------------------------------------------------------------------------
     def freeze_feature_encoder(self):
@@ -812,37 +790,34 @@ class Wav2Vec2PreTrainedModel(keras.Model):
 
 
 def _check_inputs(config, input_values, attention_mask):
-    """Validate and convert the waveform batch (B, S) (or one waveform (S,)) and its mask."""
+    """Validate and convert the waveform batch (B, S) (or one waveform (S,)) and its mask (wav2vec2.spec.checks)."""
     input_values = tf.convert_to_tensor(input_values)
-    if not input_values.dtype.is_floating:
-        raise ValueError(f"input_values must be a float waveform, got dtype {input_values.dtype.name}")
+    checks.waveform_shape(config, input_values.shape, input_values.dtype.is_floating, input_values.dtype.name)
     if input_values.shape.rank == 1:
         input_values = input_values[None]
-        if attention_mask is not None:
-            attention_mask = tf.convert_to_tensor(attention_mask)[None]
-    if input_values.shape.rank != 2:
-        raise ValueError(f"input_values must have shape (batch, samples) or (samples,), got {tuple(input_values.shape)}")
-    samples = input_values.shape[1]
-    if samples is not None and samples < min_input_length(config, add_adapter=False):
-        raise ValueError(
-            f"input_values has {samples} samples, too short for the conv feature encoder: it needs at least "
-            f"{min_input_length(config, add_adapter=False)}"
-        )
     if attention_mask is not None:
         attention_mask = tf.convert_to_tensor(attention_mask)
-        if not attention_mask.shape.is_compatible_with(input_values.shape):
-            raise ValueError(
-                f"attention_mask must have the shape of input_values {tuple(input_values.shape)}, "
-                f"got {tuple(attention_mask.shape)}"
-            )
+        checks.attention_mask_shape(attention_mask.shape, input_values.shape)
+        if attention_mask.shape.rank == 1:
+            attention_mask = attention_mask[None]
     return input_values, attention_mask
 
 
-def _check_labels(labels, expected_shape, what):
-    labels = tf.convert_to_tensor(labels)
-    if not labels.shape.is_compatible_with(expected_shape):
-        raise ValueError(f"labels must have shape {what} {tuple(expected_shape)}, got {tuple(labels.shape)}")
-    return labels
+def _is_integer(tensor) -> bool:
+    return tensor.dtype.is_integer
+
+
+def _sample_counts(input_values, attention_mask):
+    """Valid samples per utterance (B,) int32, from the mask or the full length."""
+    if attention_mask is None:
+        return tf.fill(tf.shape(input_values)[:1], tf.shape(input_values)[1])
+    return tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1)
+
+
+def _check_loss_samples(sample_counts):
+    """With labels, no utterance may be all padding (checked where the values are known: eagerly)."""
+    if tf.executing_eagerly():
+        checks.samples_for_loss(sample_counts.numpy())
 
 
 class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
@@ -869,8 +844,8 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         return self
 
     def call(
-        self, input_values, attention_mask=None, mask_time_indices=None, output_hidden_states=False,
-        output_attentions=False, mask_feature_indices=None, training=False, spec_augment_rng=None,
+        self, input_values, attention_mask=None, mask_time_indices=None, mask_feature_indices=None,
+        output_attentions=False, output_hidden_states=False, spec_augment_rng=None, training=False,
     ):
         """SpecAugment (training, apply_spec_augment): ``mask_time_indices`` (B, T) and ``mask_feature_indices``
         (B, C) as computed by wav2vec2.spec.masking; those not given are drawn here with the NumPy
@@ -891,7 +866,10 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         )
         if self.adapter is not None:
             hidden_states = self.adapter(hidden_states, training=training)
-        return Wav2Vec2BaseModelOutput(hidden_states, extract_features, all_hidden_states, attentions)
+        return Wav2Vec2BaseModelOutput(
+            last_hidden_state=hidden_states, extract_features=extract_features, hidden_states=all_hidden_states,
+            attentions=attentions,
+        )
 
     def _mask_hidden_states(self, hidden_states, mask_time_indices, mask_feature_indices, frame_mask, training, rng):
         """SpecAugment: masked frames become masked_spec_embed, masked channels become 0."""
@@ -906,11 +884,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             mask_time_indices = time_mask if draw_time else mask_time_indices
             mask_feature_indices = feature_mask if draw_features else mask_feature_indices
         if mask_time_indices is not None:
-            if self.masked_spec_embed is None:
-                raise ValueError(
-                    "mask_time_indices given, but the config has mask_time_prob = mask_feature_prob = 0 "
-                    "(so the model has no masked_spec_embed)"
-                )
+            checks.masked_spec_embed(config)
             mask = tf.cast(tf.convert_to_tensor(mask_time_indices), tf.bool)[:, :, None]  # (B, T, 1)
             hidden_states = tf.where(mask, tf.cast(self.masked_spec_embed, hidden_states.dtype), hidden_states)
         if use_features:
@@ -957,6 +931,7 @@ class _HeadModel(Wav2Vec2PreTrainedModel):
     """A task head over ``self.wav2vec2``; weights of the body carry the ``wav2vec2.`` prefix."""
 
     def freeze_base_model(self):
+        """Train the head only."""
         self.wav2vec2.trainable = False
 
     def port(self) -> Port:
@@ -983,11 +958,17 @@ class _HeadModel(Wav2Vec2PreTrainedModel):
     def _layer_weights_port(self) -> Port:
         return {"layer_weights": (self.layer_weights, None)} if self.config.use_weighted_layer_sum else {}
 
-    def _body_outputs(self, input_values, attention_mask, training, output_hidden_states, output_attentions, **kwargs):
+    def _body_outputs(self, input_values, attention_mask, labels, mask_time_indices, mask_feature_indices,
+                      output_attentions, output_hidden_states, spec_augment_rng, training):
+        """The body's outputs; with use_weighted_layer_sum all hidden states are computed (and returned)."""
+        if labels is not None and attention_mask is not None:
+            checked, mask = _check_inputs(self.config, input_values, attention_mask)
+            _check_loss_samples(_sample_counts(checked, mask))
         return self.wav2vec2(
-            input_values, attention_mask=attention_mask, training=training,
+            input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices,
+            mask_feature_indices=mask_feature_indices, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum,
-            output_attentions=output_attentions, **kwargs,
+            spec_augment_rng=spec_augment_rng, training=training,
         )
 
 
@@ -1011,69 +992,41 @@ class Wav2Vec2ForCTC(_HeadModel):
         return lm_head
 
     def call(
-        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
-        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+        self, input_values, attention_mask=None, labels=None, mask_time_indices=None, mask_feature_indices=None,
+        output_attentions=False, output_hidden_states=False, spec_augment_rng=None, training=False,
     ):
         if labels is not None:
-            labels = _check_labels(labels, (None, None), "(batch, target_length)")
-            if tf.executing_eagerly() and tf.reduce_max(labels) >= self.config.vocab_size:
-                raise ValueError(f"labels hold ids >= vocab_size={self.config.vocab_size}")
+            labels = tf.convert_to_tensor(labels)
+            checked = _check_inputs(self.config, input_values, None)[0]
+            max_label = None
+            if tf.executing_eagerly() and labels.shape.rank == 2 and tf.size(labels) > 0 and _is_integer(labels):
+                max_label = int(tf.reduce_max(labels))
+            checks.ctc_labels(self.config, labels.shape, _is_integer(labels), checked.shape[0], max_label)
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions,
-            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
-            spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, labels, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng, training,
         )
         logits = self.lm_head(self.dropout(outputs.last_hidden_state, training=training))  # (B, T, vocab)
         loss = None
         if labels is not None:
-            labels = _check_labels(labels, (logits.shape[0], None), "(batch, target_length)")
-            input_values = tf.convert_to_tensor(input_values)
-            input_values = input_values if input_values.shape.rank == 2 else input_values[None]
-            if attention_mask is None:
-                sample_counts = tf.fill(tf.shape(input_values)[:1], tf.shape(input_values)[1])
-            else:
-                sample_counts = tf.reduce_sum(tf.cast(tf.reshape(attention_mask, tf.shape(input_values)), tf.int32), -1)
-            input_lengths = _conv_output_lengths(self.config, sample_counts, self.config.add_adapter)
+            input_values, attention_mask = _check_inputs(self.config, input_values, attention_mask)
+            input_lengths = feat_extract_output_lengths(self.config, _sample_counts(input_values, attention_mask))
             loss = ctc_loss(
                 logits, labels, input_lengths, blank=self.config.pad_token_id,
                 reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
             )
-        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def load_adapter(self, target_lang, path_or_repo_id=None, **hub_kwargs):
-        """Load MMS adapter weights ``adapter.{target_lang}.safetensors`` (or ``.bin``), resizing lm_head."""
-        from ...io.hub import resolve_file
-        from ...io.safetensors_file import read_safetensors
-        from ...io.torch_pickle import read_bin
+        """Load ``adapter.{target_lang}.safetensors`` (or .bin, .h5, .msgpack) from where the model came
+        from, or from ``path_or_repo_id``. A vocabulary of another size resizes lm_head (and the model
+        gets a config of its own with the new vocab_size)."""
+        pretrained.load_adapter(self, target_lang, path_or_repo_id, **hub_kwargs)
 
-        if self.config.adapter_attn_dim is None:
-            raise ValueError("load_adapter needs a config with adapter_attn_dim set (an MMS checkpoint)")
-        if path_or_repo_id is None:
-            if not hasattr(self, "_pretrained_source"):
-                raise ValueError("load_adapter: give path_or_repo_id, or load the model with from_pretrained first")
-            path_or_repo_id, hub_kwargs = self._pretrained_source
-        path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.safetensors", required=False, **hub_kwargs)
-        if path is not None:
-            state = read_safetensors(path)
-        else:
-            path = resolve_file(path_or_repo_id, f"adapter.{target_lang}.bin", required=False, **hub_kwargs)
-            if path is None:
-                raise ValueError(
-                    f"{path_or_repo_id}: no adapter weights for language {target_lang!r} "
-                    f"(adapter.{target_lang}.safetensors or .bin)"
-                )
-            state = read_bin(path)
-        port = self.port()
-        adapter_keys = {k for k in port if ".adapter_layer." in k or k.startswith("lm_head.")}
-        unknown = sorted(set(state) - adapter_keys)
-        if unknown:
-            raise ValueError(f"{path}: not adapter weights: {unknown[:5]}")
-        vocab_size = state["lm_head.weight"].shape[0] if "lm_head.weight" in state else self.config.vocab_size
-        if vocab_size != self.config.vocab_size:
-            self.config = self.config.replace(vocab_size=vocab_size)
-            self.lm_head = self._make_lm_head(vocab_size)
-        self.load_canonical_state_dict(state, allow_missing=set(self.port()) - set(state))
-        self.target_lang = target_lang
+    def _resize_lm_head(self, config):
+        self.config = config
+        self.wav2vec2.config = config
+        self.lm_head = self._make_lm_head(config.vocab_size)
 
     def head_port(self) -> Port:
         return _prefixed("lm_head", _port_dense(self.lm_head))
@@ -1085,8 +1038,7 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
     head = "sequence_classification"
 
     def __init__(self, config, **kwargs):
-        if config.add_adapter:
-            raise ValueError("Wav2Vec2ForSequenceClassification does not support the conv adapter (config.add_adapter=True)")
+        checks.no_conv_adapter(config, "Wav2Vec2ForSequenceClassification")
         super().__init__(config, **kwargs)
         self.wav2vec2 = Wav2Vec2Model(config)
         self._add_layer_weights()
@@ -1097,13 +1049,12 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         self.built = True
 
     def call(
-        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
-        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+        self, input_values, attention_mask=None, labels=None, mask_time_indices=None, mask_feature_indices=None,
+        output_attentions=False, output_hidden_states=False, spec_augment_rng=None, training=False,
     ):
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions,
-            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
-            spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, labels, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng, training,
         )
         hidden_states = self.projector(self._layer_weighted_states(outputs))  # (B, T, P)
         if attention_mask is None:
@@ -1116,9 +1067,10 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
         logits = self.classifier(pooled)  # (B, num_labels)
         loss = None
         if labels is not None:
-            labels = _check_labels(labels, (logits.shape[0],), "(batch,)")
+            labels = tf.convert_to_tensor(labels)
+            checks.class_labels(labels.shape, _is_integer(labels), logits.shape[0], "class ids")
             loss = _sparse_cross_entropy(logits, labels)
-        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def head_port(self) -> Port:
         return {
@@ -1134,10 +1086,7 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
     head = "audio_frame_classification"
 
     def __init__(self, config, **kwargs):
-        if config.add_adapter:
-            raise ValueError(
-                "Wav2Vec2ForAudioFrameClassification does not support the conv adapter (config.add_adapter=True)"
-            )
+        checks.no_conv_adapter(config, "Wav2Vec2ForAudioFrameClassification")
         super().__init__(config, **kwargs)
         self.wav2vec2 = Wav2Vec2Model(config)
         self._add_layer_weights()
@@ -1146,22 +1095,22 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
         self.built = True
 
     def call(
-        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
-        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+        self, input_values, attention_mask=None, labels=None, mask_time_indices=None, mask_feature_indices=None,
+        output_attentions=False, output_hidden_states=False, spec_augment_rng=None, training=False,
     ):
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions,
-            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
-            spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, labels, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng, training,
         )
         logits = self.classifier(self._layer_weighted_states(outputs))  # (B, T, num_labels)
         loss = None
         if labels is not None:
             # labels are per-frame scores (B, T, num_labels); the target is their argmax, padding included.
-            labels = _check_labels(labels, logits.shape, "(batch, frames, num_labels)")
+            labels = tf.convert_to_tensor(labels)
+            checks.frame_labels(labels.shape, logits.shape)
             targets = tf.argmax(tf.reshape(labels, (-1, self.config.num_labels)), axis=-1)
             loss = _sparse_cross_entropy(tf.reshape(logits, (-1, self.config.num_labels)), targets)
-        return HeadOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def head_port(self) -> Port:
         return {**self._layer_weights_port(), **_prefixed("classifier", _port_dense(self.classifier))}
@@ -1189,21 +1138,13 @@ class Wav2Vec2ForXVector(_HeadModel):
         self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels)
         self.built = True
 
-    def _tdnn_output_lengths(self, frames):
-        # The reference shortens by kernel - 1 per layer, ignoring dilation; frames beyond the real
-        # output simply do not exist, which the pooling mask takes care of.
-        for kernel in self.config.tdnn_kernel:
-            frames = frames - kernel + 1
-        return frames
-
     def call(
-        self, input_values, attention_mask=None, labels=None, output_hidden_states=False, output_attentions=False,
-        mask_time_indices=None, mask_feature_indices=None, training=False, spec_augment_rng=None,
+        self, input_values, attention_mask=None, labels=None, mask_time_indices=None, mask_feature_indices=None,
+        output_attentions=False, output_hidden_states=False, spec_augment_rng=None, training=False,
     ):
         outputs = self._body_outputs(
-            input_values, attention_mask, training, output_hidden_states, output_attentions,
-            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
-            spec_augment_rng=spec_augment_rng,
+            input_values, attention_mask, labels, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng, training,
         )
         hidden_states = self.projector(self._layer_weighted_states(outputs))
         for layer in self.tdnn:
@@ -1214,7 +1155,7 @@ class Wav2Vec2ForXVector(_HeadModel):
         else:
             attention_mask = tf.reshape(attention_mask, (tf.shape(hidden_states)[0], -1))
             sample_counts = tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1)
-            lengths = self._tdnn_output_lengths(_conv_output_lengths(self.config, sample_counts, self.config.add_adapter))
+            lengths = tdnn_output_lengths(self.config, feat_extract_output_lengths(self.config, sample_counts))
             valid = tf.cast(tf.range(frames)[None, :] < lengths[:, None], hidden_states.dtype)
         valid = tf.expand_dims(valid, -1)  # (B, T', 1)
         count = tf.reduce_sum(valid, axis=1)
@@ -1228,9 +1169,13 @@ class Wav2Vec2ForXVector(_HeadModel):
         logits = self.classifier(embeddings)
         loss = None
         if labels is not None:
-            labels = _check_labels(labels, (logits.shape[0],), "(batch,)")
+            labels = tf.convert_to_tensor(labels)
+            checks.class_labels(labels.shape, _is_integer(labels), logits.shape[0], "speaker ids")
             loss = self.objective(logits, labels)
-        return XVectorOutput(loss, logits, embeddings, outputs.hidden_states, outputs.attentions)
+        return XVectorOutput(
+            loss=loss, logits=logits, embeddings=embeddings, hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     def head_port(self) -> Port:
         port = {**self._layer_weights_port(), **_prefixed("projector", _port_dense(self.projector))}
@@ -1274,7 +1219,7 @@ class Wav2Vec2ForPreTraining(_HeadModel):
 
     def call(
         self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
-        gumbel_noise=None, output_hidden_states=False, output_attentions=False, training=False,
+        gumbel_noise=None, output_attentions=False, output_hidden_states=False, training=False,
     ):
         if mask_time_indices is not None:
             mask_time_indices = tf.cast(tf.convert_to_tensor(mask_time_indices), tf.bool)
@@ -1291,8 +1236,7 @@ class Wav2Vec2ForPreTraining(_HeadModel):
 
         loss = contrastive_loss = diversity_loss = None
         if sampled_negative_indices is not None:
-            if mask_time_indices is None:
-                raise ValueError("sampled_negative_indices needs mask_time_indices: the loss is over masked frames")
+            checks.negatives_need_mask(mask_time_indices)
             contrastive_loss = self._contrastive_loss(
                 projected_states, quantized, sampled_negative_indices, mask_time_indices
             )
@@ -1301,8 +1245,9 @@ class Wav2Vec2ForPreTraining(_HeadModel):
             diversity_loss = (num_codevectors - perplexity) / num_codevectors * num_masked
             loss = contrastive_loss + self.config.diversity_loss_weight * diversity_loss
         return Wav2Vec2ForPreTrainingOutput(
-            loss, projected_states, quantized, perplexity, outputs.hidden_states, outputs.attentions,
-            contrastive_loss, diversity_loss,
+            loss=loss, projected_states=projected_states, projected_quantized_states=quantized,
+            codevector_perplexity=perplexity, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            contrastive_loss=contrastive_loss, diversity_loss=diversity_loss,
         )
 
     def _contrastive_loss(self, projected_states, quantized, negative_indices, mask_time_indices):

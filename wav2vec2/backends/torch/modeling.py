@@ -31,7 +31,9 @@ from torch.nn.utils.parametrizations import weight_norm
 from torch.utils.checkpoint import checkpoint
 
 from ...config import Wav2Vec2Config
-from ...spec.lengths import min_input_length
+from ... import pretrained
+from ...spec import checks
+from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths
 from ...spec.masking import spec_augment_masks
 
 logger = logging.getLogger(__name__)
@@ -58,8 +60,8 @@ ACTIVATIONS = {
 # ----------------------------------------------------------------------------------------- outputs
 @dataclass
 class Wav2Vec2BaseModelOutput:
-    last_hidden_state: torch.Tensor
-    extract_features: torch.Tensor
+    last_hidden_state: torch.Tensor = None
+    extract_features: torch.Tensor = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
 
@@ -68,49 +70,34 @@ class Wav2Vec2BaseModelOutput:
 class HeadOutput:
     """CTC, sequence and audio-frame classification: logits and, with labels, a loss."""
 
-    logits: torch.Tensor
     loss: Optional[torch.Tensor] = None
+    logits: torch.Tensor = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
 
 
 @dataclass
 class XVectorOutput:
-    logits: torch.Tensor
-    embeddings: torch.Tensor
     loss: Optional[torch.Tensor] = None
+    logits: torch.Tensor = None
+    embeddings: torch.Tensor = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
 
 
 @dataclass
 class Wav2Vec2ForPreTrainingOutput:
-    projected_states: torch.Tensor
-    projected_quantized_states: torch.Tensor
-    codevector_perplexity: torch.Tensor
     loss: Optional[torch.Tensor] = None
-    contrastive_loss: Optional[torch.Tensor] = None
-    diversity_loss: Optional[torch.Tensor] = None
+    projected_states: torch.Tensor = None
+    projected_quantized_states: torch.Tensor = None
+    codevector_perplexity: torch.Tensor = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[Optional[torch.Tensor], ...]] = None
+    contrastive_loss: Optional[torch.Tensor] = None
+    diversity_loss: Optional[torch.Tensor] = None
 
 
 # ------------------------------------------------------------------------------------ length helpers
-def feat_extract_output_lengths(config, input_lengths, add_adapter: Optional[bool] = None):
-    """Frames out of the conv stack (and adapter) for ``input_lengths`` samples; tensors stay on device.
-
-    The same formula as ``wav2vec2.spec.lengths.feat_extract_output_lengths``, written with ``//`` so
-    that it also runs on torch tensors (on any device, and under torch.compile).
-    """
-    add_adapter = config.add_adapter if add_adapter is None else add_adapter
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        input_lengths = (input_lengths - kernel) // stride + 1
-    if add_adapter:
-        for _ in range(config.num_adapter_layers):
-            input_lengths = (input_lengths - 1) // config.adapter_stride + 1
-    return input_lengths
-
-
 def frame_mask(config, attention_mask: torch.Tensor, num_frames: int, add_adapter=None) -> torch.Tensor:
     """Bool (batch, num_frames), True on frames computed from valid samples of (batch, samples)."""
     lengths = feat_extract_output_lengths(config, attention_mask.sum(-1), add_adapter)
@@ -288,8 +275,10 @@ class Attention(nn.Module):
         """x (batch, frames, hidden); attention_bias (batch, 1, 1, frames), 0 or -inf-like per key."""
         batch, frames, hidden = x.shape
 
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            # Separate projections: autograd reaches each parameter, and the compiler fuses by itself.
+        plain = all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj))
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or not plain:
+            # Separate projections: autograd reaches each parameter, the compiler fuses by itself, and
+            # a quantized (or otherwise replaced) Linear has no float .weight to stack.
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
             q, k, v = F.linear(x, *self.fused_qkv_parameters()).chunk(3, dim=-1)
@@ -379,7 +368,7 @@ class StableEncoderLayer(nn.Module):
         return x, weights
 
 
-def _zero_touch(module: nn.Module) -> torch.Tensor:
+def _zero_gradient_anchor(module: nn.Module) -> torch.Tensor:
     """0 * (one entry of every trainable parameter): keeps a skipped layer in the autograd graph.
 
     DistributedDataParallel with find_unused_parameters=False expects a gradient for every
@@ -424,7 +413,7 @@ class Encoder(nn.Module):
         for layer in self.layers:
             all_hidden.append(x)
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
-                touch = _zero_touch(layer)
+                touch = _zero_gradient_anchor(layer)
                 x = x if touch is None else x + touch
                 all_attentions.append(None)
                 continue
@@ -474,7 +463,7 @@ class Adapter(nn.Module):
         x = x.transpose(1, 2)  # (batch, size, frames)
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
-                touch = _zero_touch(layer)
+                touch = _zero_gradient_anchor(layer)
                 x = x if touch is None else x + touch
             else:
                 x = layer(x)
@@ -618,6 +607,7 @@ class Wav2Vec2PreTrainedModel(nn.Module):
             raise ValueError(f"config must be a wav2vec2.Wav2Vec2Config, got {type(config).__name__}")
         self.config = config
         self.name_or_path = None  # where from_pretrained found the weights; load_adapter looks there
+        self.hub_kwargs = {}
 
     @property
     def device(self) -> torch.device:
@@ -637,11 +627,6 @@ class Wav2Vec2PreTrainedModel(nn.Module):
         for p in self.body.feature_extractor.parameters():
             p.requires_grad_(False)
 
-    def freeze_base_model(self) -> None:
-        """Train the head only."""
-        for p in self.body.parameters():
-            p.requires_grad_(False)
-
     def gradient_checkpointing_enable(self) -> None:
         """Recompute conv layers and encoder layers in the backward pass instead of storing activations."""
         self.body.feature_extractor.gradient_checkpointing = True
@@ -655,34 +640,19 @@ class Wav2Vec2PreTrainedModel(nn.Module):
     def _prepare_inputs(self, input_values, attention_mask):
         """Checked inputs: waveform (batch, samples) in the model's dtype/device, mask or None."""
         x = _as_tensor(input_values, "input_values")
-        if not x.is_floating_point():
-            raise ValueError(f"input_values must be floating point audio, got dtype {x.dtype}")
+        checks.waveform_shape(self.config, x.shape, x.is_floating_point(), str(x.dtype))
         if x.ndim == 1:
             x = x[None]
-        if x.ndim != 2:
-            raise ValueError(f"input_values must have shape (batch, samples) or (samples,), got {tuple(x.shape)}")
-        shortest = min_input_length(self.config, add_adapter=False)
-        if x.shape[1] < shortest:
-            raise ValueError(
-                f"input_values has {x.shape[1]} samples; the conv feature encoder needs at least {shortest}"
-            )
         x = x.to(device=self.device, dtype=self.dtype)
         if attention_mask is not None:
             attention_mask = _as_tensor(attention_mask, "attention_mask").to(self.device)
-            if attention_mask.ndim == 1 and x.shape[0] == 1:
-                attention_mask = attention_mask[None]
-            if tuple(attention_mask.shape) != tuple(x.shape):
-                raise ValueError(
-                    f"attention_mask must have the shape of input_values {tuple(x.shape)} (batch, samples), "
-                    f"got {tuple(attention_mask.shape)}"
-                )
-            attention_mask = attention_mask.long()
+            shape = checks.attention_mask_shape(attention_mask.shape, x.shape)
+            attention_mask = attention_mask.reshape(shape).long()
         return x, attention_mask
 
     def _frame_input(self, value, name: str, shape, dtype) -> torch.Tensor:
         value = _as_tensor(value, name).to(self.device)
-        if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
+        checks.frame_input(name, value.shape, shape)
         return value.to(dtype)
 
     def _output_lengths(self, input_values, attention_mask, add_adapter=None) -> torch.Tensor:
@@ -694,11 +664,16 @@ class Wav2Vec2PreTrainedModel(nn.Module):
             samples = attention_mask.sum(-1)
         return feat_extract_output_lengths(self.config, samples, add_adapter)
 
-    def _labels(self, labels, shape, what: str) -> torch.Tensor:
-        """Integer labels of exactly ``shape`` on the model's device."""
+    def _loss_samples(self, input_values, attention_mask) -> None:
+        """With labels: every utterance must have a valid sample (checks.samples_for_loss)."""
+        if attention_mask is not None:
+            _, attention_mask = self._prepare_inputs(input_values, attention_mask)
+            checks.samples_for_loss(attention_mask.sum(-1).cpu().numpy())
+
+    def _class_labels(self, labels, batch: int, what: str) -> torch.Tensor:
+        """Integer labels (batch,) on the model's device."""
         labels = _as_tensor(labels, "labels").to(self.device)
-        if tuple(labels.shape) != tuple(shape) or labels.is_floating_point():
-            raise ValueError(f"labels must be {what} of shape {tuple(shape)}, got {tuple(labels.shape)} {labels.dtype}")
+        checks.class_labels(labels.shape, not labels.is_floating_point() and labels.dtype != torch.bool, batch, what)
         return labels.long()
 
     # ---------------------------------------------------------------- canonical weights
@@ -740,49 +715,29 @@ class Wav2Vec2PreTrainedModel(nn.Module):
                 raise ValueError(
                     f"{canonical}: expected shape {tuple(target.shape)}, got {tuple(value.shape)}"
                 )
+            if value.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch.from_numpy cannot take
+                value = value.astype(np.float32)  # exact: every bfloat16 is a float32
             converted[torch_name] = torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype)
         self.load_state_dict(converted, strict=True)
 
-    # ---------------------------------------------------------------- files
+    # ---------------------------------------------------------------- files (wav2vec2.pretrained)
     @classmethod
     def from_pretrained(cls, path_or_repo_id, target_lang: Optional[str] = None, config=None, **hub_kwargs):
         """Load config.json and weights (any format wav2vec2.io reads) from a directory or hub repo.
 
         Head weights the checkpoint lacks are initialised randomly (logged as a warning); weights of
         other heads are dropped. With ``target_lang``, the MMS adapter of that language is loaded too.
+        The model is returned in eval mode.
         """
-        from ...io import match_state_dict, read_state_dict
-        from ...spec.names import canonical_shapes
+        return pretrained.from_pretrained(cls, path_or_repo_id, target_lang, config, hub_kwargs).eval()
 
-        if config is None:
-            config = Wav2Vec2Config.from_pretrained(path_or_repo_id, **hub_kwargs)
-        model = cls(config)
-        report = match_state_dict(read_state_dict(path_or_repo_id, **hub_kwargs), canonical_shapes(config, cls.head))
-        if report.missing:
-            logger.warning(
-                "%s: weights not in %s, newly initialised: %s", cls.__name__, path_or_repo_id, sorted(report.missing)
-            )
-        if report.discarded:
-            logger.info(
-                "%s: unused weights of other heads in %s: %s", cls.__name__, path_or_repo_id, sorted(report.discarded)
-            )
-        state = model.canonical_state_dict()
-        state.update(report.state)
-        model.load_canonical_state_dict(state)
-        model.name_or_path = os.fspath(path_or_repo_id)
-        if target_lang is not None:
-            model.load_adapter(target_lang, **hub_kwargs)
-        return model.eval()
-
-    def save_pretrained(self, directory, safe_serialization: bool = True, format: Optional[str] = None) -> None:
-        """Write config.json and the weights (model.safetensors, or pytorch_model.bin without safe
-        serialisation; ``format`` picks any format wav2vec2.io writes)."""
-        from ...io import write_state_dict
-
-        os.makedirs(directory, exist_ok=True)
-        self.config.save_pretrained(directory)
+    def save_pretrained(self, directory, format: Optional[str] = None, max_shard_size=None, *,
+                        safe_serialization: bool = True) -> None:
+        """Write config.json and the weights: model.safetensors (pytorch_model.bin without
+        ``safe_serialization``), or any ``format`` wav2vec2.io writes. The directory is left with
+        these weights only (see wav2vec2.pretrained)."""
         format = format or ("safetensors" if safe_serialization else "pytorch")
-        write_state_dict(self.canonical_state_dict(), directory, format=format)
+        pretrained.save_pretrained(self, directory, format, max_shard_size)
 
 
 # ------------------------------------------------------------------------------------ the bare model
@@ -801,35 +756,34 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         self.adapter = Adapter(config) if config.add_adapter else None
         init_weights(self, config)
 
-    def _spec_augment(self, hidden, frames_valid, mask_time_indices, rng, mask_feature_indices=None):
+    def _spec_augment(self, hidden, frames_valid, mask_time_indices, mask_feature_indices, rng):
         """Replace masked frames by masked_spec_embed, zero masked channels. hidden (batch, frames, hidden).
 
-        Masks given (both, as a trainer passes them) are used as they are; in training, those not
-        given are drawn from ``rng``."""
+        Masks not given are drawn in training (wav2vec2.spec.masking); a given feature mask applies
+        in training only, a given time mask always (as the reference)."""
         if not self.config.apply_spec_augment:
             return hidden
-        if mask_feature_indices is not None:
-            mask_feature_indices = np.asarray(mask_feature_indices, dtype=bool)
-            if mask_feature_indices.shape != (hidden.shape[0], hidden.shape[2]):
-                raise ValueError(
-                    f"mask_feature_indices must have shape {(hidden.shape[0], hidden.shape[2])}, "
-                    f"got {mask_feature_indices.shape}"
-                )
-        elif self.training:
+        if not self.training:
+            mask_feature_indices = None
+        elif mask_time_indices is None or mask_feature_indices is None:
             batch, frames, _ = hidden.shape
             valid = None if frames_valid is None else frames_valid.cpu().numpy()
-            drawn_time, mask_feature_indices = spec_augment_masks(
+            drawn_time, drawn_features = spec_augment_masks(
                 self.config, batch, frames, rng=rng or np.random.default_rng(), frame_attention_mask=valid
             )
             if mask_time_indices is None and drawn_time is not None:
                 mask_time_indices = torch.from_numpy(drawn_time).to(hidden.device)
+            if mask_feature_indices is None and drawn_features is not None:
+                mask_feature_indices = drawn_features
         if mask_time_indices is not None:
+            checks.masked_spec_embed(self.config)
             # torch.where (not in-place indexing) keeps masked_spec_embed in the graph even when no
             # frame is masked, so DDP sees a gradient for it on every step.
             embed = self.masked_spec_embed.to(hidden.dtype)
             hidden = torch.where(mask_time_indices[..., None], embed, hidden)
-        if mask_feature_indices is not None:
-            channels = torch.from_numpy(mask_feature_indices).to(hidden.device)  # (batch, hidden)
+        if mask_feature_indices is not None and self.config.mask_feature_prob > 0:
+            channels = _as_tensor(mask_feature_indices, "mask_feature_indices").to(hidden.device, torch.bool)
+            checks.frame_input("mask_feature_indices", channels.shape, (hidden.shape[0], hidden.shape[2]))
             hidden = hidden.masked_fill(channels[:, None, :], 0.0)
         return hidden
 
@@ -838,13 +792,15 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         input_values,
         attention_mask=None,
         mask_time_indices=None,
+        mask_feature_indices=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         spec_augment_rng: Optional[np.random.Generator] = None,
-        mask_feature_indices=None,
     ) -> Wav2Vec2BaseModelOutput:
         """input_values (batch, samples) float; attention_mask (batch, samples) 1 on real samples;
-        mask_time_indices bool (batch, frames): frames to replace by masked_spec_embed."""
+        mask_time_indices bool (batch, frames): frames to replace by masked_spec_embed;
+        mask_feature_indices bool (batch, hidden): channels zeroed in training. Masks not given are
+        drawn in training with the NumPy Generator ``spec_augment_rng`` (a fresh one by default)."""
         input_values, attention_mask = self._prepare_inputs(input_values, attention_mask)
         features = self.feature_extractor(input_values).transpose(1, 2)  # (batch, frames, conv_dim[-1])
         batch, frames, _ = features.shape
@@ -854,11 +810,13 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             mask_time_indices = self._frame_input(mask_time_indices, "mask_time_indices", (batch, frames), torch.bool)
 
         hidden, extract_features = self.feature_projection(features)
-        hidden = self._spec_augment(hidden, valid, mask_time_indices, spec_augment_rng, mask_feature_indices)
+        hidden = self._spec_augment(hidden, valid, mask_time_indices, mask_feature_indices, spec_augment_rng)
         hidden, all_hidden, attentions = self.encoder(hidden, valid, output_attentions, output_hidden_states)
         if self.adapter is not None:
             hidden = self.adapter(hidden)  # (batch, frames after the adapter, output_hidden_size)
-        return Wav2Vec2BaseModelOutput(hidden, extract_features, all_hidden, attentions)
+        return Wav2Vec2BaseModelOutput(
+            last_hidden_state=hidden, extract_features=extract_features, hidden_states=all_hidden, attentions=attentions
+        )
 
 
 def _weighted_layer_sum(layer_weights: torch.Tensor, hidden_states) -> torch.Tensor:
@@ -868,7 +826,36 @@ def _weighted_layer_sum(layer_weights: torch.Tensor, hidden_states) -> torch.Ten
 
 
 # ------------------------------------------------------------------------------------ heads
-class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
+class _HeadModel(Wav2Vec2PreTrainedModel):
+    """A task head over ``self.wav2vec2`` (the body's weights carry the ``wav2vec2.`` prefix)."""
+
+    def freeze_base_model(self) -> None:
+        """Train the head only."""
+        for p in self.wav2vec2.parameters():
+            p.requires_grad_(False)
+
+    def _add_layer_weights(self, config: Wav2Vec2Config) -> None:
+        num_layers = config.num_hidden_layers + 1  # the encoder input and every layer output
+        if config.use_weighted_layer_sum:
+            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
+
+    def _body_states(self, input_values, attention_mask, mask_time_indices, mask_feature_indices,
+                     output_attentions, output_hidden_states, spec_augment_rng):
+        """The body's outputs and the head's input: the last hidden state, or with
+        use_weighted_layer_sum the softmax-weighted sum of all hidden states (then returned too)."""
+        out = self.wav2vec2(
+            input_values, attention_mask, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states or self.config.use_weighted_layer_sum, spec_augment_rng,
+        )
+        hidden = (
+            _weighted_layer_sum(self.layer_weights, out.hidden_states)
+            if self.config.use_weighted_layer_sum
+            else out.last_hidden_state
+        )
+        return hidden, out
+
+
+class Wav2Vec2ForCTC(_HeadModel):
     head = "ctc"
 
     def __init__(self, config: Wav2Vec2Config, target_lang: Optional[str] = None):
@@ -886,21 +873,23 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         attention_mask=None,
         labels=None,
         mask_time_indices=None,
+        mask_feature_indices=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         spec_augment_rng: Optional[np.random.Generator] = None,
-        mask_feature_indices=None,
     ) -> HeadOutput:
         """labels (batch, max_target_len) token ids, padded with -100 (any negative value)."""
+        if labels is not None:
+            self._loss_samples(input_values, attention_mask)
         out = self.wav2vec2(
-            input_values, attention_mask, mask_time_indices, output_attentions, output_hidden_states, spec_augment_rng,
-            mask_feature_indices,
+            input_values, attention_mask, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng,
         )
         logits = self.lm_head(self.dropout(out.last_hidden_state))  # (batch, frames, vocab)
         loss = None
         if labels is not None:
             loss = self.ctc_loss(logits, labels, self._output_lengths(input_values, attention_mask))
-        return HeadOutput(logits, loss, out.hidden_states, out.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
     def ctc_loss(self, logits, labels, input_lengths) -> torch.Tensor:
         """CTC as torch's F.ctc_loss with config.ctc_loss_reduction; log-softmax and loss in float32.
@@ -909,11 +898,10 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         input_lengths (batch,) valid frames.
         """
         labels = _as_tensor(labels, "labels").to(logits.device)
-        if labels.ndim != 2:
-            raise ValueError(f"labels must have shape (batch, target_length), got {tuple(labels.shape)}")
-        labels = self._labels(labels, (logits.shape[0], labels.shape[1]), "integer token ids")
-        if labels.numel() and int(labels.max()) >= self.config.vocab_size:
-            raise ValueError(f"labels hold id {int(labels.max())}, but vocab_size is {self.config.vocab_size}")
+        is_integer = not labels.is_floating_point() and labels.dtype != torch.bool
+        max_label = int(labels.max()) if labels.numel() and is_integer and labels.ndim == 2 else None
+        checks.ctc_labels(self.config, labels.shape, is_integer, logits.shape[0], max_label)
+        labels = labels.long()
         is_target = labels >= 0
         targets = labels[is_target]  # (total target tokens,)
         log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab)
@@ -923,92 +911,49 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
                 reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity,
             )
 
-    # ---------------------------------------------------------------- MMS adapters
-    def adapter_state_names(self):
-        """Canonical names an adapter file holds: every AttnAdapterLayer parameter and the lm_head."""
-        if self.config.adapter_attn_dim is None:
-            raise ValueError("this model has no attention adapters: config.adapter_attn_dim is None")
-        names = [f"wav2vec2.{name}" for name, _ in self.wav2vec2.named_parameters() if ".adapter_layer." in name]
-        return names + ["lm_head.weight", "lm_head.bias"]
-
+    # ---------------------------------------------------------------- MMS adapters (wav2vec2.pretrained)
     def load_adapter(self, target_lang: str, path_or_repo_id=None, **hub_kwargs) -> None:
-        """Load ``adapter.{target_lang}.safetensors`` (or ``.bin``) from where the model came from.
+        """Load ``adapter.{target_lang}.safetensors`` (or .bin, .h5, .msgpack) from where the model came
+        from, or from ``path_or_repo_id``. A vocabulary of another size resizes lm_head (and the model
+        gets a config of its own with the new vocab_size)."""
+        pretrained.load_adapter(self, target_lang, path_or_repo_id, **hub_kwargs)
 
-        A vocabulary of another size resizes lm_head and config.vocab_size.
-        """
-        from ...io import read_adapter
-
-        where = path_or_repo_id or self.name_or_path
-        if where is None:
-            raise ValueError("load_adapter: the model was not loaded with from_pretrained; pass path_or_repo_id")
-        state = read_adapter(where, target_lang, **hub_kwargs)  # canonical names, NumPy arrays
-        expected = set(self.adapter_state_names())
-        if set(state) != expected:
-            raise ValueError(
-                f"{where}: the {target_lang!r} adapter's keys do not match this model: missing "
-                f"{sorted(expected - set(state))[:5]}, unknown {sorted(set(state) - expected)[:5]}"
-            )
-        # Check every shape before changing anything; only the vocabulary size may differ.
-        vocab_size = state["lm_head.weight"].shape[0]
-        own = self.state_dict()
-        for name, value in state.items():
-            shape = tuple(own[name].shape)
-            if name.startswith("lm_head."):
-                shape = (vocab_size,) + shape[1:]
-            if tuple(value.shape) != shape:
-                raise ValueError(f"{where}: adapter {name} has shape {tuple(value.shape)}, expected {shape}")
-        if vocab_size != self.lm_head.out_features:
-            self.lm_head = nn.Linear(self.lm_head.in_features, vocab_size, device=self.device, dtype=self.dtype)
-            self.config.vocab_size = vocab_size
-            own = self.state_dict()
-        tensors = {k: torch.from_numpy(np.asarray(v)).to(own[k].dtype) for k, v in state.items()}
-        self.load_state_dict(tensors, strict=False)
-        self.target_lang = target_lang
+    def _resize_lm_head(self, config: Wav2Vec2Config) -> None:
+        self.lm_head = nn.Linear(self.lm_head.in_features, config.vocab_size, device=self.device, dtype=self.dtype)
+        self.config = config
+        self.wav2vec2.config = config
 
 
-class _LayerSumHead(Wav2Vec2PreTrainedModel):
-    """Shared parts of the heads that read the body's output, optionally as a weighted layer sum."""
-
-    def __init__(self, config: Wav2Vec2Config):
-        super().__init__(config)
-        if config.add_adapter:
-            raise ValueError(f"{type(self).__name__} does not support the conv adapter (config.add_adapter=True)")
-        self.wav2vec2 = Wav2Vec2Model(config)
-        num_layers = config.num_hidden_layers + 1  # the encoder input and every layer output
-        if config.use_weighted_layer_sum:
-            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
-
-    def _body_states(self, input_values, attention_mask, output_attentions, output_hidden_states, **masks):
-        out = self.wav2vec2(
-            input_values, attention_mask, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states or self.config.use_weighted_layer_sum, **masks,
-        )
-        hidden = (
-            _weighted_layer_sum(self.layer_weights, out.hidden_states)
-            if self.config.use_weighted_layer_sum
-            else out.last_hidden_state
-        )
-        return hidden, out
-
-
-class Wav2Vec2ForSequenceClassification(_LayerSumHead):
+class Wav2Vec2ForSequenceClassification(_HeadModel):
     head = "sequence_classification"
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__(config)
+        checks.no_conv_adapter(config, type(self).__name__)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self._add_layer_weights(config)
         self.projector = nn.Linear(config.hidden_size, config.classifier_proj_size)
         self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
         init_weights(self.projector, config)
         init_weights(self.classifier, config)
 
     def forward(
-        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False,
-        mask_time_indices=None, mask_feature_indices=None,
+        self,
+        input_values,
+        attention_mask=None,
+        labels=None,
+        mask_time_indices=None,
+        mask_feature_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
     ):
-        """labels (batch,) class ids. Mean pooling over valid frames. SpecAugment masks as in Wav2Vec2Model."""
+        """labels (batch,) class ids. Mean pooling over valid frames."""
+        if labels is not None:
+            self._loss_samples(input_values, attention_mask)
         hidden, out = self._body_states(
-            input_values, attention_mask, output_attentions, output_hidden_states,
-            mask_time_indices=mask_time_indices, mask_feature_indices=mask_feature_indices,
+            input_values, attention_mask, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng,
         )
         hidden = self.projector(hidden)  # (batch, frames, classifier_proj_size)
         if attention_mask is None:
@@ -1021,44 +966,58 @@ class Wav2Vec2ForSequenceClassification(_LayerSumHead):
         logits = self.classifier(pooled)  # (batch, num_labels)
         loss = None
         if labels is not None:
-            labels = self._labels(labels, logits.shape[:1], "integer class ids")
+            labels = self._class_labels(labels, logits.shape[0], "class ids")
             loss = F.cross_entropy(logits.float(), labels)
-        return HeadOutput(logits, loss, out.hidden_states, out.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
-class Wav2Vec2ForAudioFrameClassification(_LayerSumHead):
+class Wav2Vec2ForAudioFrameClassification(_HeadModel):
     head = "audio_frame_classification"
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__(config)
+        checks.no_conv_adapter(config, type(self).__name__)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self._add_layer_weights(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self.classifier, config)
 
     def forward(
-        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False
+        self,
+        input_values,
+        attention_mask=None,
+        labels=None,
+        mask_time_indices=None,
+        mask_feature_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
     ):
         """labels (batch, frames, num_labels) one-hot (or scores: the argmax is the target), as the reference."""
-        hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
+        if labels is not None:
+            self._loss_samples(input_values, attention_mask)
+        hidden, out = self._body_states(
+            input_values, attention_mask, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng,
+        )
         logits = self.classifier(hidden)  # (batch, frames, num_labels)
         loss = None
         if labels is not None:
             labels = _as_tensor(labels, "labels").to(logits.device)
-            if tuple(labels.shape) != tuple(logits.shape):
-                raise ValueError(
-                    f"labels must have shape {tuple(logits.shape)} (batch, frames, num_labels), "
-                    f"got {tuple(labels.shape)}"
-                )
+            checks.frame_labels(labels.shape, logits.shape)
             num_labels = self.config.num_labels
             targets = labels.reshape(-1, num_labels).argmax(dim=1)
             loss = F.cross_entropy(logits.float().reshape(-1, num_labels), targets)
-        return HeadOutput(logits, loss, out.hidden_states, out.attentions)
+        return HeadOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
-class Wav2Vec2ForXVector(_LayerSumHead):
+class Wav2Vec2ForXVector(_HeadModel):
     head = "xvector"
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__(config)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self._add_layer_weights(config)
         self.projector = nn.Linear(config.hidden_size, config.tdnn_dim[0])
         self.tdnn = nn.ModuleList(TDNNLayer(config, i) for i in range(len(config.tdnn_dim)))
         self.feature_extractor = nn.Linear(config.tdnn_dim[-1] * 2, config.xvector_output_dim)
@@ -1067,24 +1026,31 @@ class Wav2Vec2ForXVector(_LayerSumHead):
         for module in (self.projector, self.tdnn, self.feature_extractor, self.classifier):
             init_weights(module, config)
 
-    def tdnn_output_lengths(self, lengths):
-        # As the reference: each TDNN layer shortens by kernel - 1, whatever its dilation.
-        for kernel in self.config.tdnn_kernel:
-            lengths = lengths - kernel + 1
-        return lengths
-
     def forward(
-        self, input_values, attention_mask=None, labels=None, output_attentions=False, output_hidden_states=False
+        self,
+        input_values,
+        attention_mask=None,
+        labels=None,
+        mask_time_indices=None,
+        mask_feature_indices=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        spec_augment_rng: Optional[np.random.Generator] = None,
     ):
         """labels (batch,) speaker ids. Statistics pooling (mean, std) over valid TDNN frames."""
-        hidden, out = self._body_states(input_values, attention_mask, output_attentions, output_hidden_states)
+        if labels is not None:
+            self._loss_samples(input_values, attention_mask)
+        hidden, out = self._body_states(
+            input_values, attention_mask, mask_time_indices, mask_feature_indices, output_attentions,
+            output_hidden_states, spec_augment_rng,
+        )
         hidden = self.projector(hidden)
         for layer in self.tdnn:
             hidden = layer(hidden)  # (batch, tdnn frames, tdnn_dim[i])
         if attention_mask is None:
             mean, std = hidden.mean(dim=1), hidden.std(dim=1)
         else:
-            lengths = self.tdnn_output_lengths(self._output_lengths(input_values, attention_mask))
+            lengths = tdnn_output_lengths(self.config, self._output_lengths(input_values, attention_mask))
             valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None])[..., None]
             # the reference's lengths ignore dilation and may exceed the frames there are: slice semantics
             count = valid.sum(dim=1).to(hidden.dtype)
@@ -1095,11 +1061,13 @@ class Wav2Vec2ForXVector(_LayerSumHead):
         logits = self.classifier(embeddings)
         loss = None
         if labels is not None:
-            loss = self.objective(logits.float(), self._labels(labels, logits.shape[:1], "integer speaker ids"))
-        return XVectorOutput(logits, embeddings, loss, out.hidden_states, out.attentions)
+            loss = self.objective(logits.float(), self._class_labels(labels, logits.shape[0], "speaker ids"))
+        return XVectorOutput(
+            loss=loss, logits=logits, embeddings=embeddings, hidden_states=out.hidden_states, attentions=out.attentions
+        )
 
 
-class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
+class Wav2Vec2ForPreTraining(_HeadModel):
     head = "pretraining"
 
     def __init__(self, config: Wav2Vec2Config):
@@ -1145,8 +1113,7 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
 
         loss = contrastive_loss = diversity_loss = None
         if sampled_negative_indices is not None:
-            if mask_time_indices is None:
-                raise ValueError("sampled_negative_indices needs mask_time_indices: the loss is taken on masked frames")
+            checks.negatives_need_mask(mask_time_indices)
             negatives_shape = (batch, frames, self.config.num_negatives)
             negative_indices = self._frame_input(
                 sampled_negative_indices, "sampled_negative_indices", negatives_shape, torch.long
@@ -1156,7 +1123,9 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
             diversity_loss = (num_codevectors - perplexity) / num_codevectors * mask_time_indices.sum()
             loss = contrastive_loss + self.config.diversity_loss_weight * diversity_loss
         return Wav2Vec2ForPreTrainingOutput(
-            projected, quantized, perplexity, loss, contrastive_loss, diversity_loss, out.hidden_states, out.attentions
+            loss=loss, projected_states=projected, projected_quantized_states=quantized,
+            codevector_perplexity=perplexity, hidden_states=out.hidden_states, attentions=out.attentions,
+            contrastive_loss=contrastive_loss, diversity_loss=diversity_loss,
         )
 
     def contrastive_loss(self, projected, quantized, negative_indices, mask_time_indices) -> torch.Tensor:
