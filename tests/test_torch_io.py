@@ -123,3 +123,18 @@ def test_bfloat16_model_exports_float32_canonical_weights():
     model = ours.Wav2Vec2Model(small_config("base")).to(torch.bfloat16)
     state = model.canonical_state_dict()
     assert all(v.dtype == np.float32 for v in state.values())
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_an_old_config_with_gradient_checkpointing_turns_it_on_as_the_reference_does(tmp_path, flag):
+    import json
+
+    ours.Wav2Vec2ForCTC(small_config("base")).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["gradient_checkpointing"] = flag
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    theirs = transformers.Wav2Vec2ForCTC.from_pretrained(tmp_path)
+    model = ours.Wav2Vec2ForCTC.from_pretrained(tmp_path)
+    assert model.wav2vec2.encoder.gradient_checkpointing == theirs.wav2vec2.encoder.gradient_checkpointing == flag
+    assert model.wav2vec2.feature_extractor.gradient_checkpointing == flag
+    assert "gradient_checkpointing" not in model.config.to_dict()  # consumed, as the reference consumes it
