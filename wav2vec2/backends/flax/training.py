@@ -34,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ...training import parallel
 from ...training.schedule import decays_weight
+from ...spec.lengths import feat_extract_output_lengths
 from . import modeling, models
 from .weights import canonical_name
 
@@ -88,7 +89,7 @@ def _loss(module, config, task: str, params, batch, weights, scale, rngs, temper
     if task == "ctc":
         mask = batch.get("attention_mask")
         samples = mask.sum(-1) if mask is not None else jnp.full(logits.shape[:1], batch["input_values"].shape[1])
-        frames = modeling.conv_output_lengths(config, samples.astype(jnp.int32))
+        frames = feat_extract_output_lengths(config, samples.astype(jnp.int32))
         labels = batch["labels"]
         losses = modeling.ctc_loss(logits, frames, labels, config.pad_token_id, "none", config.ctc_zero_infinity)
         if config.ctc_loss_reduction == "mean":

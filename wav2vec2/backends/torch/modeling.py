@@ -596,6 +596,12 @@ def _as_tensor(value, name: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ shared base
+def _static(shape) -> tuple:
+    """A shape for wav2vec2.spec.checks: symbolic sizes (torch.export, torch.compile) become None, so
+    the checks skip them instead of specialising the graph to one size."""
+    return tuple(d if type(d) is int else None for d in shape)
+
+
 class Wav2Vec2PreTrainedModel(nn.Module):
     """Weight I/O, dtype/device plumbing and input checks shared by the bare model and every head."""
 
@@ -640,19 +646,19 @@ class Wav2Vec2PreTrainedModel(nn.Module):
     def _prepare_inputs(self, input_values, attention_mask):
         """Checked inputs: waveform (batch, samples) in the model's dtype/device, mask or None."""
         x = _as_tensor(input_values, "input_values")
-        checks.waveform_shape(self.config, x.shape, x.is_floating_point(), str(x.dtype))
+        checks.waveform_shape(self.config, _static(x.shape), x.is_floating_point(), str(x.dtype))
         if x.ndim == 1:
             x = x[None]
         x = x.to(device=self.device, dtype=self.dtype)
         if attention_mask is not None:
             attention_mask = _as_tensor(attention_mask, "attention_mask").to(self.device)
-            shape = checks.attention_mask_shape(attention_mask.shape, x.shape)
-            attention_mask = attention_mask.reshape(shape).long()
+            checks.attention_mask_shape(_static(attention_mask.shape), _static(x.shape))
+            attention_mask = attention_mask.reshape(x.shape).long()
         return x, attention_mask
 
     def _frame_input(self, value, name: str, shape, dtype) -> torch.Tensor:
         value = _as_tensor(value, name).to(self.device)
-        checks.frame_input(name, value.shape, shape)
+        checks.frame_input(name, _static(value.shape), _static(shape))
         return value.to(dtype)
 
     def _output_lengths(self, input_values, attention_mask, add_adapter=None) -> torch.Tensor:
@@ -673,7 +679,7 @@ class Wav2Vec2PreTrainedModel(nn.Module):
     def _class_labels(self, labels, batch: int, what: str) -> torch.Tensor:
         """Integer labels (batch,) on the model's device."""
         labels = _as_tensor(labels, "labels").to(self.device)
-        checks.class_labels(labels.shape, not labels.is_floating_point() and labels.dtype != torch.bool, batch, what)
+        checks.class_labels(_static(labels.shape), not labels.is_floating_point() and labels.dtype != torch.bool, batch, what)
         return labels.long()
 
     # ---------------------------------------------------------------- canonical weights
@@ -783,7 +789,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             hidden = torch.where(mask_time_indices[..., None], embed, hidden)
         if mask_feature_indices is not None and self.config.mask_feature_prob > 0:
             channels = _as_tensor(mask_feature_indices, "mask_feature_indices").to(hidden.device, torch.bool)
-            checks.frame_input("mask_feature_indices", channels.shape, (hidden.shape[0], hidden.shape[2]))
+            checks.frame_input("mask_feature_indices", _static(channels.shape), (_static(hidden.shape)[0], _static(hidden.shape)[2]))
             hidden = hidden.masked_fill(channels[:, None, :], 0.0)
         return hidden
 
@@ -900,7 +906,7 @@ class Wav2Vec2ForCTC(_HeadModel):
         labels = _as_tensor(labels, "labels").to(logits.device)
         is_integer = not labels.is_floating_point() and labels.dtype != torch.bool
         max_label = int(labels.max()) if labels.numel() and is_integer and labels.ndim == 2 else None
-        checks.ctc_labels(self.config, labels.shape, is_integer, logits.shape[0], max_label)
+        checks.ctc_labels(self.config, _static(labels.shape), is_integer, _static(logits.shape)[0], max_label)
         labels = labels.long()
         is_target = labels >= 0
         targets = labels[is_target]  # (total target tokens,)
@@ -1004,7 +1010,7 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
         loss = None
         if labels is not None:
             labels = _as_tensor(labels, "labels").to(logits.device)
-            checks.frame_labels(labels.shape, logits.shape)
+            checks.frame_labels(_static(labels.shape), _static(logits.shape))
             num_labels = self.config.num_labels
             targets = labels.reshape(-1, num_labels).argmax(dim=1)
             loss = F.cross_entropy(logits.float().reshape(-1, num_labels), targets)
