@@ -6,12 +6,16 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# The tests' graphs are tiny and compiled once each: XLA's cheap compile settings halve JAX's and
+# TensorFlow's compile times and change no test's tolerance.
+_XLA_FLAGS = ["--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist runs one worker per core (pyproject's addopts): each worker computes on one thread,
     # so the workers do not oversubscribe the cores. Set before any framework is imported.
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(_name, "1")
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    _XLA_FLAGS += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+os.environ.setdefault("XLA_FLAGS", " ".join(_XLA_FLAGS))
 
 from conformance.cases import small_config  # noqa: E402,F401  (one definition for cases and tests)
 from wav2vec2 import Wav2Vec2Config  # noqa: E402
