@@ -16,7 +16,7 @@ import sys
 from ..cli import InputError, UsageError, non_negative_float, positive_float, positive_int
 from .data import TASKS, DataError
 
-PRECISIONS = ("fp32", "bf16")
+from .trainer import PRECISIONS
 
 
 def _backends():

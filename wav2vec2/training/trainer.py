@@ -43,3 +43,19 @@ class Trainer(Protocol):
 
     def load_model(self, directory: Path) -> None:
         """Load the weights a ``save_model`` wrote (resuming from a checkpoint)."""
+
+
+# The head each task trains, by class name: every backend exports these classes.
+TASK_HEADS = {
+    "ctc": "Wav2Vec2ForCTC",
+    "sequence-classification": "Wav2Vec2ForSequenceClassification",
+    "pretraining": "Wav2Vec2ForPreTraining",
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+def task_class(classes, task: str):
+    """The class in ``classes`` (a backend's module of public classes) that ``task`` trains."""
+    if task not in TASK_HEADS:
+        raise ValueError(f"task must be one of {tuple(TASK_HEADS)}, got {task!r}")
+    return getattr(classes, TASK_HEADS[task])

@@ -33,23 +33,14 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ...training import parallel
+from ...training.trainer import PRECISIONS, task_class
 from ...training.schedule import decays_weight
 from ...spec.lengths import feat_extract_output_lengths
 from . import modeling, models
 from .weights import canonical_name
 
-TASK_CLASSES = {
-    "ctc": models.Wav2Vec2ForCTC,
-    "sequence-classification": models.Wav2Vec2ForSequenceClassification,
-    "pretraining": models.Wav2Vec2ForPreTraining,
-}
-PRECISIONS = ("fp32", "bf16")
-
-
 def model_class(task: str):
-    if task not in TASK_CLASSES:
-        raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
-    return TASK_CLASSES[task]
+    return task_class(models, task)
 
 
 def new_model(task: str, config, seed: int = 0):

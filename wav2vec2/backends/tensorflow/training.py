@@ -29,21 +29,12 @@ import numpy as np
 import tensorflow as tf
 
 from ...training import parallel
+from ...training.trainer import PRECISIONS, task_class
 from ...training.schedule import decays_weight
 from . import modeling
 
-TASK_CLASSES = {
-    "ctc": modeling.Wav2Vec2ForCTC,
-    "sequence-classification": modeling.Wav2Vec2ForSequenceClassification,
-    "pretraining": modeling.Wav2Vec2ForPreTraining,
-}
-PRECISIONS = ("fp32", "bf16")
-
-
 def model_class(task: str):
-    if task not in TASK_CLASSES:
-        raise ValueError(f"task must be one of {tuple(TASK_CLASSES)}, got {task!r}")
-    return TASK_CLASSES[task]
+    return task_class(modeling, task)
 
 
 def new_model(task: str, config, seed: int = 0):
