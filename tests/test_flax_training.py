@@ -3,6 +3,7 @@ freezing, rematerialisation, an optax train step, bf16, and bad-input errors."""
 import numpy as np
 import pytest
 
+from conformance.tolerances import TOLERANCES
 from conftest import small_config
 
 jax = pytest.importorskip("jax")
@@ -102,7 +103,8 @@ def test_spec_augment_in_training_uses_the_spec_layer_masks():
     expected = model.module.apply(
         {"params": model.params}, x, mask_time_indices=time_mask, mask_feature_indices=feature_mask
     )
-    np.testing.assert_allclose(trained.last_hidden_state, expected.last_hidden_state, atol=1e-6)
+    atol, rtol = TOLERANCES[("float32", "hidden")]  # one graph against another: sums may reorder
+    np.testing.assert_allclose(trained.last_hidden_state, expected.last_hidden_state, atol=atol, rtol=rtol)
     assert differs(trained.last_hidden_state, model(x).last_hidden_state)
 
 

@@ -75,6 +75,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _resolve_demo(args) -> None:
+    """``demo`` as a sub-command's model (``--model``, or convert's ``src``) is the bundled demo model."""
+    for name in ("model", "src"):
+        if getattr(args, name, None) == "demo":
+            from .demo import demo_model_path
+
+            try:
+                setattr(args, name, os.fspath(demo_model_path()))
+            except FileNotFoundError as e:
+                raise UsageError(str(e)) from None
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog="wav2vec2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -91,6 +103,7 @@ def main(argv=None) -> int:
     except SystemExit as e:  # argparse has printed its one-line error (status 2) or the help (0)
         return e.code if isinstance(e.code, int) else 2
     try:
+        _resolve_demo(args)
         return int(args._run(args) or 0)
     except (UsageError, InputError) as e:
         print(f"wav2vec2 {args.command}: error: {e}", file=sys.stderr)
