@@ -6,18 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training_helpers import tiny_config, write_config, write_corpus  # noqa: E402
+from training_helpers import one_torch_thread, tiny_config, write_config, write_corpus  # noqa: E402,F401 (autouse)
 from wav2vec2.cli import main  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

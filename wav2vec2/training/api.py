@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional
 
 from ..config import PRESETS, Wav2Vec2Config
 from .data import TASKS, DataError, read_dataset
+from .trainer import TASK_HEADS
 
 BACKENDS = {
     "torch": ("wav2vec2.backends.torch.training", "TorchTrainer"),
@@ -179,16 +180,12 @@ def _is_head_key(key: str) -> bool:
     return key.startswith(_HEAD_PREFIXES)
 
 
-ARCHITECTURES = {"ctc": "Wav2Vec2ForCTC", "sequence-classification": "Wav2Vec2ForSequenceClassification",
-                 "pretraining": "Wav2Vec2ForPreTraining"}
-
-
 def mark_architecture(directory, task: str) -> None:
     """Name the trained head in ``config.json``'s ``architectures`` (as the reference does), so that
     a classification checkpoint keeps its head when it is fine-tuned again."""
     path = Path(directory) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["architectures"] = [ARCHITECTURES[task]]
+    config["architectures"] = [TASK_HEADS[task]]
     staged = path.with_name(".config.json.staged")
     staged.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(staged, path)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ...training import parallel
-from ...training.trainer import PRECISIONS, task_class
+from ...training.trainer import check_model, check_options, task_class
 from ...training.schedule import decays_weight
 from . import modeling
 
@@ -92,9 +92,7 @@ class TorchTrainer:
 
     def __init__(self, task: str = "ctc", *, precision: str = "fp32", freeze_feature_encoder: bool = False,
                  device: Optional[str] = None):
-        model_class(task)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_options(task, precision)
         self.task = task
         self.precision = precision
         self.freeze_feature_encoder = freeze_feature_encoder
@@ -118,8 +116,7 @@ class TorchTrainer:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def init(self, model, settings) -> None:
-        if not isinstance(model, model_class(self.task)):
-            raise ValueError(f"task {self.task!r} trains a {model_class(self.task).__name__}, got {type(model).__name__}")
+        check_model(model, modeling, self.task)
         if self.requested_device is not None:
             device = torch.device(self.requested_device)
         elif torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
