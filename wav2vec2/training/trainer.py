@@ -16,6 +16,10 @@ class Trainer(Protocol):
     """
 
     backend: str  # "torch", "tensorflow" or "flax"; recorded in each checkpoint
+    # Optional (not a member, so that trainers without it still match): ``sharded``, True when the
+    # weights are split over the processes (torch FSDP). Then ``fit`` and ``train`` call ``logits``,
+    # ``save_model`` (with None where the process does not write) and ``state_dict`` on every
+    # process, since gathering the weights takes them all.
 
     def init(self, model, settings) -> None:
         """Take the model (initial or pre-trained weights) and ``TrainSettings``; build the
