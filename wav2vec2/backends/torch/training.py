@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -173,6 +174,9 @@ class TorchTrainer:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # FSDP2 warns that a view among the outputs would lose its backward hook to an in-place op;
+        # the trainer only reads the outputs (loss, logits), never writes them.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
         mesh = init_device_mesh(device.type, (self.world_size,))
         for layer in self.model.body.encoder.layers:
             fully_shard(layer, mesh=mesh)
