@@ -49,19 +49,16 @@ def train(tmp_path, corpus, name, backend, launcher=(), env=None, batch_seconds=
     return out
 
 
-def assert_same_run(parallel, single, exact=False):
+def assert_same_run(parallel, single):
     logs = [[r for r in run.read_log(d / "log.jsonl") if "loss" in r] for d in (parallel, single)]
     assert len(logs[0]) == len(logs[1]) == 3
     for ours, theirs in zip(*logs):
-        assert ours["loss"] == pytest.approx(theirs["loss"], rel=0 if exact else 1e-5)
-        assert ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=0 if exact else 1e-4)
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+        assert ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-4)
     ours, theirs = read_state_dict(parallel), read_state_dict(single)
     assert ours.keys() == theirs.keys()
     for name in theirs:
-        if exact:
-            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
-        else:
-            np.testing.assert_allclose(ours[name], theirs[name], atol=2e-5, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(ours[name], theirs[name], atol=2e-5, rtol=1e-4, err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +66,9 @@ def torch_single(tmp_path_factory, corpus):
     torch = pytest.importorskip("torch")
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    return train(tmp_path_factory.mktemp("torch"), corpus, "single", "torch")
+    # Checkpoints after every update, which change nothing in the run: the FSDP test resumes from one.
+    return train(tmp_path_factory.mktemp("torch"), corpus, "single", "torch",
+                 options=["--save-every", "1", "--keep-last", "3"])
 
 
 def torchrun():
@@ -85,24 +84,21 @@ def test_torchrun_ddp_matches_one_process(tmp_path, corpus, torch_single):
     assert_same_run(parallel, torch_single)
 
 
-def test_torchrun_fsdp_matches_one_process_and_resumes(tmp_path, corpus, torch_single):
-    """FSDP2 on gloo: the updates of one process; checkpoints the whole weights (written by rank 0)
-    from which a resumed run, sharded again, ends where the uninterrupted one did."""
-    sharded = train(tmp_path, corpus, "fsdp", "torch", torchrun(), options=["--fsdp", "--save-every", "2"])
+def test_torchrun_fsdp_resumes_and_matches_one_process(tmp_path, corpus, torch_single):
+    """FSDP2 on gloo, in one launch: resumed from the one-process run's first checkpoint (every
+    process loads the whole weights and moments and keeps its shard), it makes that run's updates 2
+    and 3 and writes the whole weights and moments (gathered onto rank 0) that run wrote."""
+    sharded = tmp_path / "fsdp"
+    sharded.mkdir()
+    shutil.copytree(torch_single / "checkpoint-1", sharded / "checkpoint-1")
+    shutil.copy(torch_single / "log.jsonl", sharded / "log.jsonl")
+    train(tmp_path, corpus, "fsdp", "torch", torchrun(), options=["--fsdp", "--save-every", "1", "--resume"])
     assert_same_run(sharded, torch_single)
-    assert sorted(p.name for p in sharded.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
-    # Resume from update 2: a copy of the run without its last checkpoint and final model.
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(sharded / "checkpoint-2", resumed / "checkpoint-2")
-    shutil.copy(sharded / "log.jsonl", resumed / "log.jsonl")
-    train(tmp_path, corpus, "resumed", "torch", torchrun(), options=["--fsdp", "--save-every", "2", "--resume"])
-    assert_same_run(resumed, sharded, exact=True)
-    ours = read_safetensors(resumed / "checkpoint-3" / "optimizer.safetensors")
-    theirs = read_safetensors(sharded / "checkpoint-3" / "optimizer.safetensors")
+    ours = read_safetensors(sharded / "checkpoint-3" / "optimizer.safetensors")
+    theirs = read_safetensors(torch_single / "checkpoint-3" / "optimizer.safetensors")
     assert ours.keys() == theirs.keys()
     for name in theirs:
-        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+        np.testing.assert_allclose(ours[name], theirs[name], atol=1e-7, rtol=1e-4, err_msg=name)
 
 
 def test_fsdp_refuses_layerdrop_and_other_backends(tmp_path):
