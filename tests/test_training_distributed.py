@@ -92,8 +92,17 @@ def test_torchrun_fsdp_resumes_and_matches_one_process(tmp_path, corpus, torch_s
     sharded.mkdir()
     shutil.copytree(torch_single / "checkpoint-1", sharded / "checkpoint-1")
     shutil.copy(torch_single / "log.jsonl", sharded / "log.jsonl")
-    train(tmp_path, corpus, "fsdp", "torch", torchrun(), options=["--fsdp", "--save-every", "1", "--resume"])
+    train(tmp_path, corpus, "fsdp", "torch", torchrun(),
+          options=["--fsdp", "--save-every", "1", "--resume", "--eval", corpus])
     assert_same_run(sharded, torch_single)
+    # The evaluation at the end runs on both processes (each forward gathers the layers): the
+    # metrics of the one-process run's final model.
+    from wav2vec2.training import api
+
+    logged = [r for r in run.read_log(sharded / "log.jsonl") if "eval/cer" in r]
+    expected = api.evaluate(torch_single, corpus, report=lambda line: None)
+    assert [r["step"] for r in logged] == [3]
+    assert logged[0]["eval/cer"] == pytest.approx(expected["cer"]) and logged[0]["eval/wer"] == pytest.approx(expected["wer"])
     ours = read_safetensors(sharded / "checkpoint-3" / "optimizer.safetensors")
     theirs = read_safetensors(torch_single / "checkpoint-3" / "optimizer.safetensors")
     assert ours.keys() == theirs.keys()

@@ -203,8 +203,10 @@ class TorchTrainer:
             if p.grad is None:  # a parameter the loss did not reach still takes its AdamW step
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for _, p in self.parameters]
-        squares = torch.stack([torch.linalg.vector_norm(_local(g).double()) for g in grads]).square().sum()
-        if self.sharded:  # each process holds a shard of every gradient
+        # Sharded, each process holds a part of every gradient (a DTensor): its squares are added up.
+        local = [g.to_local() for g in grads] if self.sharded else grads
+        squares = torch.stack([torch.linalg.vector_norm(g.double()) for g in local]).square().sum()
+        if self.sharded:
             torch.distributed.all_reduce(squares)
         norm = squares.sqrt().item()
         clip = parallel.clip_coefficient(norm, settings.max_grad_norm)
@@ -250,7 +252,10 @@ class TorchTrainer:
             moments = self.optimizer.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 value = moments.get(key)
-                value = torch.zeros(p.shape, dtype=p.dtype) if value is None else _whole(value)
+                if value is None:
+                    value = torch.zeros(p.shape, dtype=p.dtype)
+                elif self.sharded:
+                    value = value.full_tensor()  # a collective: every process gathers every moment
                 state[f"{key}/{name}"] = value.cpu().numpy()
         return state
 
@@ -266,7 +271,11 @@ class TorchTrainer:
                 value = np.asarray(state[f"{key}/{name}"])
                 if value.shape != tuple(p.shape):
                     raise ValueError(f"optimizer state {key}/{name}: shape {value.shape}, the model's is {tuple(p.shape)}")
-                moments[key] = _like(torch.tensor(value, dtype=p.dtype, device=p.device), p)
+                moments[key] = torch.tensor(value, dtype=p.dtype, device=p.device)
+                if self.sharded:  # this process's shard (each holds the whole value: no communication)
+                    from torch.distributed.tensor import distribute_tensor
+
+                    moments[key] = distribute_tensor(moments[key], p.device_mesh, p.placements, src_data_rank=None)
             self.optimizer.state[p] = moments
 
     def save_model(self, directory: Optional[Path]) -> None:
@@ -303,26 +312,3 @@ class TorchTrainer:
             whole = model_class(self.task)(self.model.config)
         return whole.to_empty(device="cpu")
 
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This process's part of a sharded tensor (a DTensor); any other tensor as it is."""
-    from torch.distributed.tensor import DTensor
-
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
-
-
-def _whole(tensor: torch.Tensor) -> torch.Tensor:
-    """A sharded tensor gathered from every process (a collective); any other tensor as it is."""
-    from torch.distributed.tensor import DTensor
-
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
-
-def _like(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
-    """``value`` (whole) split as ``parameter`` is: this process's shard of it, for a sharded one."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    if not isinstance(parameter, DTensor):
-        return value
-    # src_data_rank=None: every process holds the whole value and keeps its own shard, no communication.
-    return distribute_tensor(value, parameter.device_mesh, parameter.placements, src_data_rank=None)
