@@ -77,6 +77,17 @@ def _plain_paths(model):
     encoder.forward, positional.forward = encode, positional_conv
 
 
+def _torch_logits(model, dtype):
+    """waveforms (batch, samples) float32 NumPy -> logits float32 NumPy, through a torch CTC model."""
+    import torch
+
+    def run(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(dtype)).logits.float().numpy()
+
+    return run
+
+
 def _torch(dtype_name, plain=False):
     def build(config, state, threads, workdir):
         import torch
@@ -89,12 +100,7 @@ def _torch(dtype_name, plain=False):
         model = model.eval().to(dtype)  # the plain idiom: weights and inputs in the dtype
         if plain:
             _plain_paths(model)
-
-        def run(x):
-            with torch.inference_mode():
-                return model(torch.from_numpy(x).to(dtype)).logits.float().numpy()
-
-        return run
+        return _torch_logits(model, dtype)
 
     return build
 
@@ -113,13 +119,7 @@ def _reference(dtype_name):
         }
         missing, unexpected = model.load_state_dict(renamed, strict=False)
         assert not unexpected and not [k for k in missing if "masked_spec_embed" not in k], (missing, unexpected)
-        model = model.eval().to(dtype)
-
-        def run(x):
-            with torch.inference_mode():
-                return model(torch.from_numpy(x).to(dtype)).logits.float().numpy()
-
-        return run
+        return _torch_logits(model.eval().to(dtype), dtype)
 
     return build
 

@@ -33,6 +33,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+def padded_batch(lengths, seed=0, mask_dtype=np.int64):
+    """Random waveforms of ``lengths`` samples, zero-padded to the longest (batch, samples), and their mask."""
+    generator = np.random.default_rng(seed)
+    values = np.zeros((len(lengths), max(lengths)), np.float32)
+    mask = np.zeros(values.shape, mask_dtype)
+    for row, n in enumerate(lengths):
+        values[row, :n] = generator.standard_normal(n)
+        mask[row, :n] = 1
+    return values, mask
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (pyproject's addopts): one worker per core, at most 4 (each imports every framework)."""
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

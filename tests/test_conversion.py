@@ -404,8 +404,8 @@ FAILURES = {
     "weights": ("wav2vec2.conversion.write_state_dict", _fail),
     "adapters": ("wav2vec2.conversion.write_adapter", _fail),
     "os.replace in the writers": ("os.replace", _fail),
-    "flush": ("wav2vec2.conversion._fsync_tree", _fail),
-    "exchange": ("wav2vec2.conversion._exchange", _fail),
+    "flush": ("wav2vec2.io.staging._fsync_tree", _fail),
+    "exchange": ("wav2vec2.io.staging._exchange", _fail),
 }
 
 
@@ -421,10 +421,10 @@ def test_failure_at_any_step_leaves_the_old_dst(tmp_path, old_and_new, monkeypat
 
 
 def test_two_rename_fallback_puts_the_old_dst_back_when_the_second_rename_fails(tmp_path, old_and_new, monkeypatch):
-    import wav2vec2.conversion as conversion
+    import wav2vec2.io.staging as staging
 
     src, dst, old, new = old_and_new
-    monkeypatch.setattr(conversion, "_exchange", lambda a, b: False)  # a system without RENAME_EXCHANGE
+    monkeypatch.setattr(staging, "_exchange", lambda a, b: False)  # a system without RENAME_EXCHANGE
     renames = []
     real_rename = os.rename
 
@@ -447,6 +447,7 @@ def test_two_rename_fallback_puts_the_old_dst_back_when_the_second_rename_fails(
 KILL_SCRIPT = """
 import os, sys, time
 import wav2vec2.conversion as conversion
+import wav2vec2.io.staging as staging
 
 src, dst, stop, fallback = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 
@@ -463,11 +464,12 @@ def around(name, function):
         return result
     return wrapped
 
-for name in ("write_state_dict", "write_adapter", "replace_directory"):
+for name in ("write_state_dict", "write_adapter"):
     setattr(conversion, name, around(name, getattr(conversion, name)))
+staging.replace_directory = around("replace_directory", staging.replace_directory)
 if fallback:
-    conversion._exchange = lambda a, b: False
-    conversion.os.rename = around("rename", os.rename)
+    staging._exchange = lambda a, b: False
+    staging.os.rename = around("rename", os.rename)
 conversion.convert(src, dst, "flax", overwrite=True)
 mark("done")
 """
@@ -491,7 +493,7 @@ def test_kill_9_at_any_moment_leaves_the_old_or_the_new_dst(tmp_path, old_and_ne
             break
     child.wait(timeout=60)
     assert seen[-1] == stop, seen
-    from wav2vec2.conversion import recover_interrupted
+    from wav2vec2.io.staging import recover_interrupted
 
     recover_interrupted(dst)  # what the next run does first
     assert tree(dst) in (old, new)

@@ -12,7 +12,7 @@ import pytest
 
 from conformance.runner import random_weights
 from conformance.tolerances import TOLERANCES
-from conftest import small_config
+from conftest import padded_batch, small_config
 from wav2vec2.cli import main
 from wav2vec2.io import write_state_dict
 
@@ -33,17 +33,6 @@ def _checkpoint(directory, arch, head, extractor_mask=None):
             {"feature_size": 1, "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True,
              "return_attention_mask": extractor_mask, "feature_extractor_type": "Wav2Vec2FeatureExtractor"}))
     return config, state
-
-
-def _padded_batch(config, lengths, seed=0):
-    """Random waveforms of ``lengths`` samples, zero-padded to the longest, and their int32 mask."""
-    rng = np.random.default_rng(seed)
-    values = np.zeros((len(lengths), max(lengths)), np.float32)
-    mask = np.zeros(values.shape, np.int32)
-    for row, n in enumerate(lengths):
-        values[row, :n] = rng.standard_normal(n)
-        mask[row, :n] = 1
-    return values, mask
 
 
 def _torch_outputs(config, head, state, values, mask):
@@ -112,7 +101,7 @@ def test_onnx_with_attention_mask_matches_torch_on_padded_batches(stable_ctc, ru
     inputs, run = runtime(out / "model.onnx")
     assert inputs == ["input_values", "attention_mask"]
     for lengths in BATCHES:
-        values, mask = _padded_batch(config, lengths)
+        values, mask = padded_batch(lengths, mask_dtype=np.int32)
         got = run({"input_values": values, "attention_mask": mask})
         expected = _torch_outputs(config, "ctc", state, values, mask)
         assert list(got) == ["logits"]
@@ -125,7 +114,7 @@ def test_onnx_without_attention_mask_matches_torch(base_model, runtime):
     inputs, run = runtime(out / "model.onnx")
     assert inputs == ["input_values"]  # group-norm models take no mask (padding changes their output)
     for lengths in [(1210, 1210), (500,)]:
-        values, _ = _padded_batch(config, lengths)
+        values, _ = padded_batch(lengths, mask_dtype=np.int32)
         got = run({"input_values": values})
         assert_close(got["last_hidden_state"], _torch_outputs(config, "model", state, values, None)["last_hidden_state"])
 
@@ -139,7 +128,7 @@ def test_onnx_int8_from_the_command_line(stable_ctc, capsys):
     ops = {node.op_type for node in onnx.load(root / "int8" / "model.onnx").graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     _, run = _onnxruntime(root / "int8" / "model.onnx")
-    values, mask = _padded_batch(config, BATCHES[0])
+    values, mask = padded_batch(BATCHES[0], mask_dtype=np.int32)
     got = run({"input_values": values, "attention_mask": mask})["logits"]
     expected = _torch_outputs(config, "ctc", state, values, mask)["logits"]
     # int8 on 16-wide layers: a few percent of the logits' size (docs/performance.md reports base shapes)
@@ -163,7 +152,7 @@ def test_saved_model_serving_signature_matches_torch(tensorflow_checkpoint):
     serve = tf.saved_model.load(os.fspath(root / "saved" / "saved_model")).signatures["serving_default"]
     assert sorted(serve.structured_input_signature[1]) == ["attention_mask", "input_values"]
     for lengths in BATCHES:
-        values, mask = _padded_batch(config, lengths)
+        values, mask = padded_batch(lengths, mask_dtype=np.int32)
         got = serve(input_values=tf.constant(values), attention_mask=tf.constant(mask))
         assert_close(got["logits"].numpy(), _torch_outputs(config, "ctc", state, values, mask)["logits"])
 
@@ -177,7 +166,7 @@ def test_tflite_matches_torch(tensorflow_checkpoint):
     interpreter = tf.lite.Interpreter(model_path=os.fspath(root / "tflite" / "model.tflite"))
     for lengths in BATCHES:
         run = interpreter.get_signature_runner("serving_default")  # resized to each batch's shape
-        values, mask = _padded_batch(config, lengths)
+        values, mask = padded_batch(lengths, mask_dtype=np.int32)
         got = run(input_values=values, attention_mask=mask)
         assert_close(got["logits"], _torch_outputs(config, "ctc", state, values, mask)["logits"])
 

@@ -7,7 +7,7 @@ Reference weights are perturbed before being copied over, so that trivially init
 import numpy as np
 import pytest
 
-from conftest import HEADS, reference_config, small_config
+from conftest import HEADS, padded_batch, reference_config, small_config
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
@@ -55,17 +55,6 @@ def reference_pair(head, config, seed=0):
     ours = OURS[head](config)
     ours.load_canonical_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
     return ours, ref
-
-
-def padded_batch(samples=(500, 380), seed=0):
-    """Audio (batch, max samples) zero-padded, and its attention mask."""
-    rng = np.random.default_rng(seed)
-    x = np.zeros((len(samples), max(samples)), np.float32)
-    mask = np.zeros(x.shape, np.int64)
-    for i, n in enumerate(samples):
-        x[i, :n] = rng.standard_normal(n)
-        mask[i, :n] = 1
-    return x, mask
 
 
 def ctc_labels(vocab_size, seed=0):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conformance.tolerances import TOLERANCES
-from training_helpers import tiny_config, write_config, write_corpus
+from training_helpers import one_torch_thread, tiny_config, write_config, write_corpus  # noqa: E402,F401 (autouse)
 from wav2vec2.training import api, run
 
 BACKENDS = ("torch", "tensorflow", "flax")
@@ -22,15 +22,6 @@ FRAMEWORK = {"torch": "torch", "tensorflow": "tensorflow", "flax": "flax"}
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"), labels=["low", "high", "mid"])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 QUICK_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"

@@ -6,18 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training_helpers import tiny_config, write_config, write_corpus  # noqa: E402
+from training_helpers import one_torch_thread, tiny_config, write_config, write_corpus  # noqa: E402,F401 (autouse)
 from wav2vec2.cli import main  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +57,10 @@ def test_train_names_bad_rows_then_evaluate_prints_metrics(tmp_path, corpus, cap
         (lambda a: a[:4] + ["missing.jsonl"] + a[5:], 1, "no such file"),
         (lambda a: a + ["--max-steps", "0"], 2, "positive integer"),
         (lambda a: a + ["--vocab", "missing-vocab.json"], 2, "vocabulary"),
+        (lambda a: a + ["--fsdp", "--backend", "tensorflow"], 2, "fsdp is for the torch backend"),
+        (lambda a: a + ["--fsdp", "--layerdrop", "0.1"], 2, "--layerdrop 0"),
     ],
-    ids=["model", "data", "option", "vocab"],
+    ids=["model", "data", "option", "vocab", "fsdp-backend", "fsdp-layerdrop"],
 )
 def test_bad_input_exit_statuses(tmp_path, corpus, capsys, change, status, message):
     assert main(change(train_args(tmp_path, corpus))) == status

@@ -1,7 +1,8 @@
-"""Data parallelism on each framework's own engine, on CPU: 2 torchrun processes (DDP, gloo), 2
-forced host devices in JAX, 2 logical CPU devices in TensorFlow (MirroredStrategy). Each makes the
-same updates as one process / device with the same global batches."""
+"""Data parallelism on each framework's own engine, on CPU: 2 torchrun processes (DDP and FSDP,
+gloo), 2 forced host devices in JAX, 2 logical CPU devices in TensorFlow (MirroredStrategy). Each
+makes the same updates as one process / device with the same global batches."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from training_helpers import tiny_config, write_config, write_corpus
 from wav2vec2.io import read_state_dict
+from wav2vec2.io.safetensors_file import read_safetensors
 from wav2vec2.training import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +30,7 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-def train(tmp_path, corpus, name, backend, launcher=(), env=None, batch_seconds=4):
+def train(tmp_path, corpus, name, backend, launcher=(), env=None, batch_seconds=4, options=()):
     """``wav2vec2 train`` in a subprocess (3 updates; 4 s batches hold 1 to 3 rows); returns the run dir."""
     config = tmp_path / "config.json"
     if not config.exists():
@@ -37,7 +39,7 @@ def train(tmp_path, corpus, name, backend, launcher=(), env=None, batch_seconds=
     out = tmp_path / name
     command = [*launcher, "train", "--backend", backend, "--model", str(config), "--train", corpus, "--output", str(out),
                "--max-steps", "3", "--batch-seconds", str(batch_seconds), "--lr", "1e-3", "--warmup-steps", "1", "--log-every", "1",
-               "--no-progress"]
+               "--no-progress", *options]
     if not launcher:
         command = [sys.executable, "-m", "wav2vec2", *command]
     environment = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -59,18 +61,65 @@ def assert_same_run(parallel, single):
         np.testing.assert_allclose(ours[name], theirs[name], atol=2e-5, rtol=1e-4, err_msg=name)
 
 
-def test_torchrun_ddp_matches_one_process(tmp_path, corpus):
+@pytest.fixture(scope="module")
+def torch_single(tmp_path_factory, corpus):
     torch = pytest.importorskip("torch")
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    single = train(tmp_path, corpus, "single", "torch")
+    # Checkpoints after every update, which change nothing in the run: the FSDP test resumes from one.
+    return train(tmp_path_factory.mktemp("torch"), corpus, "single", "torch",
+                 options=["--save-every", "1", "--keep-last", "3"])
+
+
+def torchrun():
     with socket.socket() as s:  # a free port for the rendezvous (port 0 is not taken as "any" by torchrun)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-                "-m", "wav2vec2"]
-    parallel = train(tmp_path, corpus, "ddp", "torch", launcher)
-    assert_same_run(parallel, single)
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+            "-m", "wav2vec2"]
+
+
+def test_torchrun_ddp_matches_one_process(tmp_path, corpus, torch_single):
+    parallel = train(tmp_path, corpus, "ddp", "torch", torchrun())
+    assert_same_run(parallel, torch_single)
+
+
+def test_torchrun_fsdp_resumes_and_matches_one_process(tmp_path, corpus, torch_single):
+    """FSDP2 on gloo, in one launch: resumed from the one-process run's first checkpoint (every
+    process loads the whole weights and moments and keeps its shard), it makes that run's updates 2
+    and 3 and writes the whole weights and moments (gathered onto rank 0) that run wrote."""
+    sharded = tmp_path / "fsdp"
+    sharded.mkdir()
+    shutil.copytree(torch_single / "checkpoint-1", sharded / "checkpoint-1")
+    shutil.copy(torch_single / "log.jsonl", sharded / "log.jsonl")
+    train(tmp_path, corpus, "fsdp", "torch", torchrun(),
+          options=["--fsdp", "--save-every", "1", "--resume", "--eval", corpus])
+    assert_same_run(sharded, torch_single)
+    # The evaluation at the end runs on both processes (each forward gathers the layers): the
+    # metrics of the one-process run's final model.
+    from wav2vec2.training import api
+
+    logged = [r for r in run.read_log(sharded / "log.jsonl") if "eval/cer" in r]
+    expected = api.evaluate(torch_single, corpus, report=lambda line: None)
+    assert [r["step"] for r in logged] == [3]
+    assert logged[0]["eval/cer"] == pytest.approx(expected["cer"]) and logged[0]["eval/wer"] == pytest.approx(expected["wer"])
+    ours = read_safetensors(sharded / "checkpoint-3" / "optimizer.safetensors")
+    theirs = read_safetensors(torch_single / "checkpoint-3" / "optimizer.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        np.testing.assert_allclose(ours[name], theirs[name], atol=1e-7, rtol=1e-4, err_msg=name)
+
+
+def test_fsdp_refuses_layerdrop_and_other_backends(tmp_path):
+    pytest.importorskip("torch")
+    from wav2vec2.backends.torch.training import TorchTrainer, new_model
+    from wav2vec2.training import api
+    from wav2vec2.training.loop import TrainSettings
+
+    with pytest.raises(ValueError, match="fsdp is for the torch backend"):
+        api.train(tmp_path / "train.jsonl", tmp_path / "out", model="base", backend="tensorflow", fsdp=True)
+    with pytest.raises(ValueError, match=r"LayerDrop \(0.1\).*--layerdrop 0"):
+        TorchTrainer("ctc", fsdp=True).init(new_model("ctc", tiny_config(layerdrop=0.1)), TrainSettings(max_steps=1))
 
 
 def test_jax_two_host_devices_match_one(tmp_path, corpus):

@@ -9,21 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training_helpers import tiny_config, write_config, write_corpus  # noqa: E402
+from training_helpers import one_torch_thread, tiny_config, write_config, write_corpus  # noqa: E402,F401 (autouse)
 from wav2vec2.io import read_state_dict  # noqa: E402
 from wav2vec2.training import api, run  # noqa: E402
 from wav2vec2.backends.torch.training import TorchTrainer  # noqa: E402
 
 FAST = dict(batch_seconds=4.0, learning_rate=3e-3, warmup_steps=1, log_every=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run 10-20x faster on one thread than on two oversubscribed ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,17 @@ its vocabulary). Besides config and weights, DST gets every other file SRC holds
 (converted to the same format), processor and tokenizer files, ``language_model/``, the README and
 anything else; weight files of other formats are not copied, since the converted ones replace them.
 
-DST is built in a staging directory beside it and swapped in with one rename, so at every instant
-DST is the old directory or the new one, whole. Nothing here imports a framework.
+DST is built in a staging directory beside it and swapped in with one rename
+(``wav2vec2.io.staging``), so at every instant DST is the old directory or the new one, whole.
+Nothing here imports a framework.
 """
 from __future__ import annotations
 
-import ctypes
-import errno
 import fnmatch
 import logging
 import os
 import re
 import shutil
-import socket
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -29,6 +25,7 @@ from .config import CONFIG_NAME, Wav2Vec2Config
 from .io import match_state_dict, read_state_dict, write_adapter, write_state_dict
 from .io.checkpoint import ADAPTER_FILES, WEIGHT_FILES, parse_size
 from .io.checkpoint import FORMATS as WEIGHT_FILE_OF_FORMAT
+from .io.staging import check_destination, recover_interrupted, staged_directory
 from .spec.names import OPTIONAL_BODY_KEYS, adapter_shapes, canonical_shapes
 
 logger = logging.getLogger(__name__)
@@ -82,7 +79,7 @@ def _prepare(src, dst, to, overwrite, max_shard_size, dict_path, hub_kwargs) -> 
     if max_shard_size is not None:
         parse_size(max_shard_size)
     recover_interrupted(dst)
-    _check_destination(src, dst, overwrite, inputs=[dict_path] if dict_path is not None else [])
+    check_destination(dst, overwrite, inputs=[src] + ([dict_path] if dict_path is not None else []))
     return _read_source(src, dict_path=dict_path, **hub_kwargs)
 
 
@@ -225,40 +222,9 @@ def from_fairseq(pt_path, dict_path=None):
 
 
 # ------------------------------------------------------------------------------------ writing
-def _check_destination(src, dst, overwrite: bool, inputs=()) -> None:
-    """Refuse, before anything is touched, a DST that would be lost or would destroy an input.
-
-    Symbolic links are resolved: a DST that is a link has the directory it points to replaced.
-    """
-    dst_real = Path(os.path.realpath(dst))
-    for given in [src, *inputs]:
-        if not os.path.exists(given):
-            continue  # a hub repo id: nothing local can be destroyed
-        real = Path(os.path.realpath(given))
-        if real == dst_real:
-            raise ValueError(f"{given} and {dst} are the same place: converting in place would destroy it")
-        if dst_real in real.parents:
-            raise ValueError(f"{given} lies inside {dst}, which the conversion would replace")
-        if real in dst_real.parents:
-            raise ValueError(f"{dst} lies inside {given}: write the conversion somewhere else")
-    cwd = Path.cwd().resolve()
-    if dst_real == cwd or dst_real in cwd.parents or dst_real.parent == dst_real:
-        raise ValueError(
-            f"{dst} is (or holds) the current directory or the file system root: give a directory to create"
-        )
-    if dst_real.exists() and not dst_real.is_dir():
-        raise FileExistsError(f"{dst} exists and is not a directory")
-    if dst_real.is_dir() and any(dst_real.iterdir()) and not overwrite:
-        raise FileExistsError(f"{dst} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-
-
 def _write_converted(source: Source, dst, to: str, max_shard_size=None) -> Path:
     """Write ``source`` as format ``to`` into a staging directory beside DST, then swap it in."""
-    dst = Path(dst)
-    final = Path(os.path.realpath(dst))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
-    try:
+    with staged_directory(dst) as staging:
         if source.carried_dir is not None:
             _copy_carried_files(source.carried_dir, staging)
         source.config.save_pretrained(staging)
@@ -267,11 +233,7 @@ def _write_converted(source: Source, dst, to: str, max_shard_size=None) -> Path:
             write_adapter(adapter, staging, lang, format=to)
         for save in source.savers:
             save(staging)
-        _fsync_tree(staging)
-        replace_directory(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # after a swap, this is the old DST
-    return dst
+    return Path(dst)
 
 
 def _copy_carried_files(directory: Path, staging: Path) -> None:
@@ -284,108 +246,6 @@ def _copy_carried_files(directory: Path, staging: Path) -> None:
             if not entry.exists():
                 raise FileNotFoundError(f"{entry}: a broken link; the checkpoint directory is incomplete")
             shutil.copyfile(entry, staging / entry.name)
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file and folder below ``directory`` to disk, so that the swap publishes whole files."""
-    for root, _, files in os.walk(directory):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_directory(root)
-
-
-def _fsync_directory(path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows, which cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the data is flushed anyway
-    finally:
-        os.close(fd)
-
-
-# Staging folders are named ``.<dst name>.convert-<host>-<pid>-<random>`` (``.old`` appended while a
-# replaced DST waits to be deleted), so that a later run can tell those of dead runs on this host.
-def _staging_prefix(final: Path) -> str:
-    return f".{final.name}.convert-{socket.gethostname()}-{os.getpid()}-"
-
-
-def recover_interrupted(dst) -> None:
-    """Clean up after conversions to DST that were killed on this host: delete their staging folders,
-    and put back a replaced DST that the two-rename fallback had parked as ``.old`` when DST is missing.
-    Touches nothing else, so it runs before DST is checked."""
-    final = Path(os.path.realpath(dst))
-    if not final.parent.is_dir():
-        return
-    pattern = re.compile(re.escape(f".{final.name}.convert-{socket.gethostname()}-") + r"(\d+)-[a-z0-9_]+(\.old)?")
-    for entry in final.parent.iterdir():
-        match = pattern.fullmatch(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
-            continue
-        if match.group(2) and not final.exists():
-            os.rename(entry, final)
-        else:
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name == "nt":  # (on Windows, os.kill would terminate the process)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or a platform that cannot tell: keep its files
-    return True
-
-
-def replace_directory(staging: Path, final: Path) -> None:
-    """Make ``final`` the directory ``staging`` is, whole; afterwards ``staging`` holds the old ``final``
-    (or nothing, when there was none).
-
-    On Linux the two are exchanged in one atomic step (``renameat2(RENAME_EXCHANGE)``), so ``final``
-    is at every instant the old directory or the new one. Elsewhere the old one is first renamed
-    aside, then the new one into place (a missing ``final`` in between is restored by the next run).
-    """
-    if not final.exists():
-        os.rename(staging, final)
-        return
-    if _exchange(staging, final):
-        return
-    parked = staging.with_name(staging.name + ".old")
-    os.rename(final, parked)
-    try:
-        os.rename(staging, final)
-    except BaseException:
-        os.rename(parked, final)
-        raise
-    os.rename(parked, staging)
-
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically; False where the system or the file system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # a C library without renameat2 (glibc < 2.28, musl < 1.2.?)
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), os.fspath(b))
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,12 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import Wav2Vec2Config
-from .conversion import (
-    Source, _check_destination, _copy_carried_files, _fsync_tree, _read_source, _staging_prefix, infer_head,
-    recover_interrupted, replace_directory,
-)
+from .conversion import Source, _copy_carried_files, _read_source, infer_head
 from .feature_extraction import FEATURE_EXTRACTOR_NAME
 from .io import match_state_dict
+from .io.staging import check_destination, recover_interrupted, staged_directory
 from .spec.lengths import min_input_length
 from .spec.names import HEAD_CLASSES, canonical_shapes
 
@@ -88,7 +85,7 @@ def _prepare(model, out, to, int8, overwrite, opset, dict_path, hub_kwargs):
         except ImportError as e:
             raise ImportError(f"--to {to} needs TensorFlow: {e}") from None
     recover_interrupted(out)
-    _check_destination(model, out, overwrite, inputs=[dict_path] if dict_path is not None else [])
+    check_destination(out, overwrite, inputs=[model] + ([dict_path] if dict_path is not None else []))
     source = _read_source(model, dict_path=dict_path, **hub_kwargs)
     head, state = exported_head(source)
     return source, head, state, takes_attention_mask(source)
@@ -97,11 +94,7 @@ def _prepare(model, out, to, int8, overwrite, opset, dict_path, hub_kwargs):
 def _write_export(prepared, out, to, int8=False, opset=None) -> Path:
     source, head, state, with_mask = prepared
     write = {"onnx": _write_onnx, "saved_model": _write_saved_model, "tflite": _write_tflite}[to]
-    out = Path(out)
-    final = Path(os.path.realpath(out))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(final), dir=final.parent))
-    try:
+    with staged_directory(out) as staging:
         if source.carried_dir is not None:
             _copy_carried_files(source.carried_dir, staging)
         source.config.save_pretrained(staging)
@@ -109,11 +102,7 @@ def _write_export(prepared, out, to, int8=False, opset=None) -> Path:
             save(staging)
         kwargs = dict(int8=int8, opset=opset) if to == "onnx" else {}
         write(source.config, head, state, with_mask, staging, **kwargs)
-        _fsync_tree(staging)
-        replace_directory(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # after a swap, this is the old OUT
-    return out
+    return Path(out)
 
 
 # ------------------------------------------------------------------------------------ what is exported

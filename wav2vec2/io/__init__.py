@@ -8,6 +8,7 @@
 - ``read_adapter(path_or_repo_id, target_lang)`` / ``write_adapter(state, directory, target_lang)``: MMS
   per-language adapter files;
 - ``resolve_file``: a local directory or a hub repo id to a file on disk.
+- ``wav2vec2.io.staging``: a directory written whole or not at all (``convert`` and ``export``).
 
 No deep-learning framework is imported: torch checkpoints are read with a restricted unpickler.
 """

@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional
 
 from ..config import PRESETS, Wav2Vec2Config
 from .data import TASKS, DataError, read_dataset
+from .trainer import TASK_HEADS
 
 BACKENDS = {
     "torch": ("wav2vec2.backends.torch.training", "TorchTrainer"),
@@ -179,16 +180,12 @@ def _is_head_key(key: str) -> bool:
     return key.startswith(_HEAD_PREFIXES)
 
 
-ARCHITECTURES = {"ctc": "Wav2Vec2ForCTC", "sequence-classification": "Wav2Vec2ForSequenceClassification",
-                 "pretraining": "Wav2Vec2ForPreTraining"}
-
-
 def mark_architecture(directory, task: str) -> None:
     """Name the trained head in ``config.json``'s ``architectures`` (as the reference does), so that
     a classification checkpoint keeps its head when it is fine-tuned again."""
     path = Path(directory) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["architectures"] = [ARCHITECTURES[task]]
+    config["architectures"] = [TASK_HEADS[task]]
     staged = path.with_name(".config.json.staged")
     staged.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(staged, path)
@@ -246,6 +243,7 @@ def train(
     seed: int = 0,
     tensorboard: bool = False,
     progress: Optional[bool] = False,
+    fsdp: bool = False,
     config_overrides: Optional[Dict] = None,
     workers: Optional[int] = None,
     report: Callable[[str], None] = _stderr,
@@ -255,7 +253,8 @@ def train(
     ``model``: a preset (``base``, ``large-lv60``, ...), a config .json, ``demo`` or a checkpoint.
     ``warmup_steps`` defaults to a tenth of ``max_steps`` (at most 500). ``config_overrides``
     change config fields (e.g. ``{"layerdrop": 0.0}``). ``progress``: a tqdm bar (None: on a
-    terminal). Raises ModelError, DataError or ValueError with a message naming the problem.
+    terminal). ``fsdp`` (torch under torchrun): shard the model over the processes (FSDP2) instead
+    of replicating it (DDP). Raises ModelError, DataError or ValueError with a message naming the problem.
     """
     from ..spec.lengths import min_input_length
     from .batching import Collator
@@ -266,6 +265,8 @@ def train(
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+    if fsdp and backend != "torch":
+        raise ValueError(f"fsdp is for the torch backend (torchrun), not {backend!r}")
     config, checkpoint = resolve_model(model)
     if config_overrides:
         try:
@@ -281,7 +282,8 @@ def train(
         max_steps=max_steps, batch_seconds=batch_seconds, optimizer=optimizer, seed=seed, log_every=log_every,
         eval_every=eval_every, save_every=save_every, keep_last=keep_last,
     )
-    trainer = make_trainer(backend, task, precision=precision, freeze_feature_encoder=freeze_feature_encoder)
+    options = {"fsdp": True} if fsdp else {}
+    trainer = make_trainer(backend, task, precision=precision, freeze_feature_encoder=freeze_feature_encoder, **options)
 
     common = dict(min_samples=min_input_length(config), max_seconds=batch_seconds, workers=workers)
     train_set = read_dataset(train_data, task, **common)
@@ -316,7 +318,8 @@ def train(
     writer = getattr(trainer, "is_writer", True)
 
     evaluate = None
-    if eval_set is not None and task != "pretraining" and writer:
+    # Sharded weights are gathered by every process for each evaluation forward; only the writer logs.
+    if eval_set is not None and task != "pretraining" and (writer or getattr(trainer, "sharded", False)):
         evaluate = _evaluator(task, config, eval_set, collator, tokenizer, batch_seconds, trainer.logits)
 
     def write_processor(directory):

@@ -6,7 +6,7 @@ cannot be read, a vocabulary that does not fit, an output directory that holds a
 0 otherwise. Bad rows are reported on stderr by line and skipped.
 
 Under ``torchrun --nproc-per-node N -m wav2vec2 train --backend torch ...`` every process trains
-its share of each batch and rank 0 alone writes.
+its share of each batch (DDP, or FSDP with ``--fsdp``) and rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="bf16: bfloat16 compute, float32 weights, optimizer and losses")
+    parser.add_argument("--fsdp", action="store_true",
+                        help="torch under torchrun: shard parameters, gradients and optimizer state over the "
+                             "processes (FSDP2) instead of replicating the model (DDP); needs LayerDrop 0")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
                         help="do not train the conv feature encoder (the usual setting for fine-tuning)")
     parser.add_argument("--layerdrop", type=non_negative_float, default=None, help="override the config's LayerDrop")
@@ -85,7 +88,7 @@ def run(args) -> int:
             freeze_feature_encoder=args.freeze_feature_encoder, eval_every=args.eval_every,
             save_every=args.save_every, log_every=args.log_every, keep_last=args.keep_last, resume=args.resume,
             seed=args.seed, tensorboard=args.tensorboard, progress=False if args.no_progress else None,
-            config_overrides=overrides,
+            fsdp=args.fsdp, config_overrides=overrides,
         )
     except ModelError as e:
         raise UsageError(str(e)) from None

@@ -82,7 +82,8 @@ def fit(
     every ``eval_every`` updates and at the end. ``write_processor(directory)`` writes the processor
     files into each checkpoint. ``resume``: False, True (the latest checkpoint of ``run_dir``, if
     any) or a checkpoint path. ``writer=False`` (every data-parallel process but rank 0) trains the
-    same updates but writes nothing: no log, no checkpoint, no final model. ``on_update(step,
+    same updates but writes nothing: no log, no checkpoint, no final model (a ``sharded`` trainer's
+    process still takes part in gathering each checkpoint's weights). ``on_update(step,
     metrics)`` is called after each update (a progress bar). Returns the last record logged.
     """
     run_dir = Path(run_dir)
@@ -92,6 +93,7 @@ def fit(
         seed=settings.seed, window=settings.bucket_window,
     )
     fingerprint = data_fingerprint(train_data)
+    sharded = getattr(trainer, "sharded", False)
     checkpoint = run.resolve_resume(run_dir, resume)
     if checkpoint is not None:
         state = run.load_trainer_state(checkpoint)
@@ -119,6 +121,9 @@ def fit(
 
     def save(next_position: Position) -> None:
         if not writer:
+            if sharded:  # gathering sharded weights takes every process; the writer alone writes them
+                trainer.save_model(None)
+                trainer.state_dict()
             return
 
         def write_files(directory: Path) -> None:

@@ -16,6 +16,10 @@ class Trainer(Protocol):
     """
 
     backend: str  # "torch", "tensorflow" or "flax"; recorded in each checkpoint
+    # Optional (not a member, so that trainers without it still match): ``sharded``, True when the
+    # weights are split over the processes (torch FSDP). Then ``fit`` and ``train`` call ``logits``,
+    # ``save_model`` (with None where the process does not write) and ``state_dict`` on every
+    # process, since gathering the weights takes them all.
 
     def init(self, model, settings) -> None:
         """Take the model (initial or pre-trained weights) and ``TrainSettings``; build the
@@ -56,6 +60,24 @@ PRECISIONS = ("fp32", "bf16")
 
 def task_class(classes, task: str):
     """The class in ``classes`` (a backend's module of public classes) that ``task`` trains."""
+    _check_task(task)
+    return getattr(classes, TASK_HEADS[task])
+
+
+def check_options(task: str, precision: str) -> None:
+    """What every trainer's constructor checks: ValueError naming an unknown task or precision."""
+    _check_task(task)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def check_model(model, classes, task: str) -> None:
+    """What every trainer's ``init`` checks: ValueError unless ``model`` is the class ``task`` trains."""
+    expected = task_class(classes, task)
+    if not isinstance(model, expected):
+        raise ValueError(f"task {task!r} trains a {expected.__name__}, got {type(model).__name__}")
+
+
+def _check_task(task: str) -> None:
     if task not in TASK_HEADS:
         raise ValueError(f"task must be one of {tuple(TASK_HEADS)}, got {task!r}")
-    return getattr(classes, TASK_HEADS[task])

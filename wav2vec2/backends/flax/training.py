@@ -33,7 +33,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ...training import parallel
-from ...training.trainer import PRECISIONS, task_class
+from ...training.trainer import check_model, check_options, task_class
 from ...training.schedule import decays_weight
 from ...spec.lengths import feat_extract_output_lengths
 from . import modeling, models
@@ -98,9 +98,7 @@ class FlaxTrainer:
 
     def __init__(self, task: str = "ctc", *, precision: str = "fp32", freeze_feature_encoder: bool = False,
                  frames_multiple: int = 16):
-        model_class(task)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_options(task, precision)
         self.task = task
         self.precision = precision
         self.freeze_feature_encoder = freeze_feature_encoder
@@ -112,8 +110,7 @@ class FlaxTrainer:
 
     # ------------------------------------------------------------------ set-up
     def init(self, model, settings) -> None:
-        if not isinstance(model, model_class(self.task)):
-            raise ValueError(f"task {self.task!r} trains a {model_class(self.task).__name__}, got {type(model).__name__}")
+        check_model(model, models, self.task)
         if os.environ.get("JAX_COORDINATOR_ADDRESS") and not jax.distributed.is_initialized():
             jax.distributed.initialize()
         if self.precision == "bf16":

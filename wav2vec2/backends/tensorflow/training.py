@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from ...training import parallel
-from ...training.trainer import PRECISIONS, task_class
+from ...training.trainer import check_model, check_options, task_class
 from ...training.schedule import decays_weight
 from . import modeling
 
@@ -95,9 +95,7 @@ class TensorFlowTrainer:
 
     def __init__(self, task: str = "ctc", *, precision: str = "fp32", freeze_feature_encoder: bool = False,
                  strategy=None):
-        model_class(task)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_options(task, precision)
         self.task = task
         self.precision = precision
         self.freeze_feature_encoder = freeze_feature_encoder
@@ -110,8 +108,7 @@ class TensorFlowTrainer:
 
     # ------------------------------------------------------------------ set-up
     def init(self, model, settings) -> None:
-        if not isinstance(model, model_class(self.task)):
-            raise ValueError(f"task {self.task!r} trains a {model_class(self.task).__name__}, got {type(model).__name__}")
+        check_model(model, modeling, self.task)
         if self.strategy is None:
             self.strategy = default_strategy()
         self.settings = settings
