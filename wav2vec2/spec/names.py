@@ -250,11 +250,6 @@ _CANONICAL_LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "scale
 _LINEN_LIST_ITEM = re.compile(r"^(conv_layers|layers|tdnn)_(\d+)$")
 
 
-def reverse_axes(array) -> np.ndarray:
-    """The layout change of the table (its own inverse), as a C-contiguous array."""
-    return np.ascontiguousarray(np.asarray(array).T)
-
-
 def _rule(key: str) -> LayoutRule:
     for rule in LAYOUT_RULES:
         if re.search(rule.pattern, key):
@@ -290,8 +285,8 @@ def flax_key(path) -> Tuple[str, bool]:
 
 
 def relayout(array, reversed_axes: bool) -> np.ndarray:
-    """A canonical array in a TF or Flax layout, or back (the change is its own inverse)."""
-    return reverse_axes(array) if reversed_axes else np.asarray(array)
+    """A canonical array in a TF or Flax layout, or back: its axes reversed (C-contiguous), or as it is."""
+    return np.ascontiguousarray(np.asarray(array).T) if reversed_axes else np.asarray(array)
 
 
 def tf_name(key: str) -> str:
