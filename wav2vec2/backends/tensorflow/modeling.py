@@ -38,8 +38,9 @@ if keras.backend.backend() != "tensorflow":
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------- weights
-# Keras variables that are state, not weights (no checkpoint holds them): seed generators, the Gumbel temperature.
-_STATE_VARIABLES = ("seed_generator_state", "temperature")
+# Keras variables that are state, not weights (no checkpoint holds them). Seed generators are no layers:
+# the walk never reaches their state.
+_STATE_VARIABLES = ("temperature",)  # the Gumbel quantizer's
 
 
 def _named_variables(layer, path=()):
@@ -619,16 +620,12 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         """{canonical name: (Keras variable, whether its axes are reversed against the canonical array)},
         in the canonical order. The TF names come from one walk over the layers' attributes and map through
         the layout table of wav2vec2.spec.names; a variable it does not know, or a key set other than the
-        canonical one of this config and head, is a ValueError."""
-        found, seen = {}, set()
+        canonical one of this config and head (a weight out of the walk's reach is missing), is a ValueError."""
+        found = {}
         for name, variable in _named_variables(self):
-            seen.add(id(variable))
             if variable.name not in _STATE_VARIABLES:
                 key, reversed_axes = names.tf_key(name)
                 found[key] = (variable, reversed_axes)
-        stray = [v.path for v in self.variables if id(v) not in seen and v.name not in _STATE_VARIABLES]
-        if stray:
-            raise ValueError(f"{type(self).__name__}: variables that no layer attribute holds: {stray}")
         expected = names.canonical_shapes(self.config, self.head)
         names.check_keys(found, expected, type(self).__name__)
         return {key: found[key] for key in expected}
