@@ -13,7 +13,7 @@ import inspect
 
 import numpy as np
 
-from wav2vec2.spec.names import HEAD_CLASSES, normalize_key
+from wav2vec2.spec.names import HEAD_CLASSES, from_flax_tree, normalize_key, relayout
 
 
 OUTPUT_STAGES = (
@@ -157,13 +157,13 @@ class TensorFlowBackend(Backend):
                 model.load_canonical_state_dict(state)
                 x = tf.constant(inputs["input_values"])
                 kwargs = {k: tf.constant(v) for k, v in inputs.items() if k != "input_values"}
-                port = model.port()  # canonical name -> (variable, layout change to the canonical one)
+                weights = model.canonical_variables()  # canonical name -> (variable, axes reversed)
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     out = model(x, training=False, output_hidden_states=True, **kwargs)
                     loss = out.loss if getattr(out, "loss", None) is not None else tf.reduce_mean(
                         tf.cast(out.last_hidden_state, tf.float32) ** 2)
-                grad, *weight_grads = tape.gradient(loss, [x, *(variable for variable, _ in port.values())])
+                grad, *weight_grads = tape.gradient(loss, [x, *(variable for variable, _ in weights.values())])
         finally:
             keras.config.set_dtype_policy(previous)
 
@@ -173,9 +173,9 @@ class TensorFlowBackend(Backend):
         stages = collect_stages(out, to_numpy)
         stages["loss"] = to_numpy(loss)
         stages["grad.input_values"] = to_numpy(grad)
-        for (name, (variable, layout)), weight_grad in zip(port.items(), weight_grads):
+        for (name, (variable, reversed_axes)), weight_grad in zip(weights.items(), weight_grads):
             value = to_numpy(weight_grad) if weight_grad is not None else np.zeros(variable.shape)
-            stages[f"grad.{name}"] = layout(value) if layout else value
+            stages[f"grad.{name}"] = relayout(value, reversed_axes)
         return stages
 
 
@@ -222,12 +222,10 @@ class FlaxBackend(Backend):
         def to_numpy(t):
             return np.asarray(jnp.asarray(t, jnp.float32)).astype(np.float64)
 
-        from wav2vec2.backends.flax.weights import to_canonical
-
         stages = {k: to_numpy(v) for k, v in stages.items()}
         stages["loss"] = to_numpy(loss)
         stages["grad.input_values"] = to_numpy(grad)
-        for name, value in to_canonical(weight_grads).items():  # layout changes are linear: they map grads too
+        for name, value in from_flax_tree(weight_grads).items():  # layout changes are linear: they map grads too
             stages[f"grad.{name}"] = value.astype(np.float64)
         return stages
 

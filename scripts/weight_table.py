@@ -9,7 +9,10 @@ import re
 from wav2vec2 import Wav2Vec2Config
 from wav2vec2.spec import names
 
-LAYOUT = {"_same": "as is", "_transpose": "transposed", "_reverse_axes": "axes reversed"}
+
+
+def layout(reversed_axes: bool, shape) -> str:
+    return ("transposed" if len(shape) == 2 else "axes reversed") if reversed_axes else "as is"
 
 
 def generic(key: str) -> str:
@@ -25,7 +28,7 @@ def all_keys():
     keys = {}
     for head in names.HEADS:
         for key, shape in names.canonical_shapes(config, head).items():
-            keys.setdefault(generic(key), (head, key))
+            keys.setdefault(generic(key), (head, key, shape))
     return keys
 
 
@@ -39,19 +42,23 @@ def main():
     print("(TF nests it under `wav2vec2/` all the same; Flax heads nest the body under `wav2vec2/`).")
     print("`{i}` stands for a layer index. The TF name drops")
     print("the first scope of the h5 `weight_names`, which varies with the Keras version. Layouts: *transposed*")
-    print("is `(out, in)` -> `(in, out)`; *axes reversed* is Conv1d `(out, in, K)` -> `(K, in, out)`.")
+    print("is `(out, in)` -> `(in, out)`; *axes reversed* is Conv1d `(out, in, K)` -> `(K, in, out)` (and the")
+    print("positional conv's `weight_g` `(1, 1, K)` -> `(K, 1, 1)`).")
+    print("The same table names the backends' own weights: the TF backend's Keras variables have the TF names")
+    print("and layouts (without `:0`), and the Flax backend's parameter tree has the Flax paths and layouts, a")
+    print("list item spelled `layers_{i}` as linen names it.")
     print("Either spelling of the positional conv weight norm loads: "
           + ", ".join(f"`{a}` -> `{c}`" for a, c in names.WEIGHT_NORM_ALIASES.items()) + ".")
     print()
     print("| canonical (PyTorch) | first head with it | TF `tf_model.h5` | TF layout | Flax `flax_model.msgpack` path | Flax layout |")
     print("|---|---|---|---|---|---|")
-    for name, (head, key) in all_keys().items():
+    for name, (head, key, shape) in all_keys().items():
         full = key if key.startswith(names.BODY_PREFIX) or head != "model" else names.BODY_PREFIX + key
         rule = names._rule(full)
         module, leaf = names._split(key)
         flax_path = "/".join([*filter(None, generic(module + ".").rstrip(".").split(".")), rule.flax_leaf or leaf])
         print(f"| `{name}` | {head} | `{generic(names.tf_name(full))}` | "
-              f"{LAYOUT[rule.to_tf.__name__]} | `{flax_path}` | {LAYOUT[rule.to_flax.__name__]} |")
+              f"{layout(rule.tf_reversed, shape)} | `{flax_path}` | {layout(rule.flax_reversed, shape)} |")
     print()
     print("## fairseq")
     print()

@@ -109,6 +109,76 @@ def test_foreign_names_with_the_wrong_leaf_are_errors():
         names.from_flax_tree({"encoder": {"layer_norm": {"kernel": np.zeros(2)}}})
 
 
+# ------------------------------------------------------------------ the backends' maps from the table
+def every_option(arch, head):
+    """A config with every optional weight the head can have (only CTC reads the conv adapter's output)."""
+    config = small_config(arch, use_weighted_layer_sum=True, adapter_attn_dim=4, feat_extract_norm="layer")
+    return config.replace(add_adapter=True, output_hidden_size=12) if head == "ctc" else config
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_tf_variables_map_onto_exactly_the_canonical_keys(arch):
+    tf_backend = pytest.importorskip("wav2vec2.backends.tensorflow")
+    for head in names.HEADS:
+        config = every_option(arch, head)
+        expected = names.canonical_shapes(config, head)
+        model = getattr(tf_backend, names.HEAD_CLASSES[head])(config)
+        assert list(model.canonical_variables()) == list(expected), head
+        assert model.canonical_shapes() == expected, head
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_flax_parameters_map_onto_exactly_the_canonical_keys(arch):
+    """Every head's linen tree (traced, not run) through ``flax_key``: exactly the canonical keys and shapes."""
+    jax = pytest.importorskip("jax")
+    from flax.traverse_util import flatten_dict
+
+    from wav2vec2.backends import flax as flax_backend
+
+    for head in names.HEADS:
+        config = every_option(arch, head)
+        module = getattr(flax_backend, names.HEAD_CLASSES[head]).module_class(config)
+        tree = jax.eval_shape(lambda: module.init({"params": jax.random.key(0)}, np.zeros((1, 400), np.float32)))
+        shapes = {}
+        for path, value in flatten_dict(tree["params"]).items():
+            key, reversed_axes = names.flax_key(path)
+            assert key not in shapes, key
+            shapes[key] = value.shape[::-1] if reversed_axes else value.shape
+        assert shapes == names.canonical_shapes(config, head), head
+
+
+def test_an_unknown_tf_variable_is_an_error_never_skipped():
+    keras = pytest.importorskip("keras")
+    tf_backend = pytest.importorskip("wav2vec2.backends.tensorflow")
+    model = tf_backend.Wav2Vec2Model(small_config())
+    encoder = model.encoder
+    # (object.__setattr__: Keras refuses new state in a built layer, and the walk reads attributes only)
+    extra = keras.layers.Dense(2)
+    extra.build((None, 2))
+    object.__setattr__(encoder, "extra", extra)  # a name the table maps, but no canonical weight of the config
+    with pytest.raises(ValueError, match=r"unknown weight names encoder\.extra\.bias, encoder\.extra\.weight"):
+        model.canonical_state_dict()
+    object.__delattr__(encoder, "extra")
+    object.__setattr__(encoder, "scale", keras.Variable(np.ones(2), name="scale"))  # a leaf TF never has
+    with pytest.raises(ValueError, match="tf weight 'encoder/scale' matches no known weight name"):
+        model.canonical_state_dict()
+    object.__delattr__(encoder, "scale")
+    object.__setattr__(encoder, "by_name", {"layer_norm": encoder.layer_norm})  # out of the walk's reach
+    object.__delattr__(encoder, "layer_norm")
+    with pytest.raises(ValueError, match=r"missing weights encoder\.layer_norm\.bias, encoder\.layer_norm\.weight"):
+        model.canonical_state_dict()
+
+
+def test_an_unknown_flax_parameter_is_an_error_never_skipped():
+    with pytest.raises(ValueError, match="no TF/Flax layout rule for weight 'encoder.layers.0.scale_factor'"):
+        names.flax_key(("encoder", "layers_0", "scale_factor"))
+    with pytest.raises(ValueError, match="flax weight 'encoder/layers.0/extra/gamma' matches no known weight name"):
+        names.flax_key(("encoder", "layers_0", "extra", "gamma"))
+    assert names.flax_key(("encoder", "layers_0", "attention", "k_proj", "kernel")) == (
+        "encoder.layers.0.attention.k_proj.weight", True)
+    assert names.flax_key(("adapter_layer", "linear_1", "bias")) == ("adapter_layer.linear_1.bias", False)
+
+
 def _tf_reference_weights(model):
     """{name without first scope: array} for the variables of a reference TF model."""
     return {"/".join(w.name.split("/")[1:]): w.numpy() for w in model.weights}

@@ -15,7 +15,7 @@ from conftest import HEADS, reference_config, small_config  # noqa: E402
 from wav2vec2.backends import tensorflow as W  # noqa: E402
 from wav2vec2.spec import masking, negatives  # noqa: E402
 from wav2vec2.spec.lengths import min_input_length  # noqa: E402
-from wav2vec2.spec.names import HEAD_CLASSES  # noqa: E402
+from wav2vec2.spec.names import HEAD_CLASSES, relayout  # noqa: E402
 
 CLASS_NAMES = HEAD_CLASSES
 # The PyTorch-2 weight-norm spelling of the reference, and the canonical one.
@@ -211,7 +211,7 @@ def test_feature_encoder_and_positional_conv_stages():
     config = small_config("base", num_conv_pos_embeddings=5)  # odd kernel: no frame dropped
     reference, model = model_pair(config, "model")
     waveforms, _ = padded_batch()
-    features = model.feature_encoder(waveforms)
+    features = model.feature_extractor(waveforms)
     with torch.no_grad():
         expected = reference.feature_extractor(torch.tensor(waveforms)).transpose(1, 2)
         hidden = torch.tensor(np.random.default_rng(2).standard_normal((2, 9, config.hidden_size)).astype(np.float32))
@@ -296,18 +296,16 @@ def test_ctc_loss_zero_infinity_gives_finite_gradients():
 
 
 def _tf_gradients(model, waveforms, call):
-    port = model.port()
-    names = list(port)
+    weights = model.canonical_variables()
     x = tf.constant(waveforms)
     with tf.GradientTape() as tape:
         tape.watch(x)
         loss = call(x)
-    grads = tape.gradient(loss, [x] + [port[n][0] for n in names])
+    grads = tape.gradient(loss, [x] + [variable for variable, _ in weights.values()])
     out = {"input_values": grads[0].numpy()}
-    for name, grad in zip(names, grads[1:]):
-        variable, layout = port[name]
+    for (name, (variable, reversed_axes)), grad in zip(weights.items(), grads[1:]):
         value = np.zeros(variable.shape, np.float32) if grad is None else tf.convert_to_tensor(grad).numpy()
-        out[name] = layout(value) if layout else value
+        out[name] = relayout(value, reversed_axes)
     return loss.numpy(), out
 
 
@@ -409,7 +407,7 @@ def test_training_draws_spec_augment_masks_from_the_spec_layer():
     drawn = model(waveforms, attention_mask=attention_mask, training=True, spec_augment_rng=np.random.default_rng(7))
 
     # The same masks applied by hand: masked frames take masked_spec_embed, masked channels are zero.
-    features = model.feature_encoder(waveforms)
+    features = model.feature_extractor(waveforms)
     hidden, _ = model.feature_projection(features)
     hidden = np.where(time_mask[:, :, None], model.masked_spec_embed.numpy(), hidden.numpy())
     hidden = np.where(feature_mask[:, None, :], 0.0, hidden).astype(np.float32)
@@ -463,7 +461,7 @@ def test_mixed_bfloat16_computes_the_ctc_loss_in_float32():
 
 def test_freezing():
     model = W.Wav2Vec2ForCTC(small_config("base"))
-    encoder_variables = {id(v) for v in model.wav2vec2.feature_encoder.trainable_variables}
+    encoder_variables = {id(v) for v in model.wav2vec2.feature_extractor.trainable_variables}
     model.freeze_feature_encoder()
     assert encoder_variables and not encoder_variables & {id(v) for v in model.trainable_variables}
     model.freeze_base_model()

@@ -4,8 +4,10 @@ The canonical layout is the reference PyTorch state dict: Linear weights ``(out,
 ``(out, in/groups, kernel)``, heads prefix the body with ``wav2vec2.``, and the positional conv weight
 norm is spelled ``weight_g`` ``(1, 1, K)`` / ``weight_v``. Every other format is converted through it:
 
-- TF ``tf_model.h5``: ``wav2vec2/encoder/layers.0/attention/k_proj/kernel:0`` (see ``to_tf_weights``);
-- Flax ``flax_model.msgpack``: a nested dict ``{"wav2vec2": {"encoder": {"layers": {"0": ...}}}}``;
+- TF ``tf_model.h5``: ``wav2vec2/encoder/layers.0/attention/k_proj/kernel:0`` (see ``to_tf_weights``),
+  which are also the names of the TF backend's Keras variables (``tf_key``);
+- Flax ``flax_model.msgpack``: a nested dict ``{"wav2vec2": {"encoder": {"layers": {"0": ...}}}}``, and
+  the Flax backend's linen tree, which differs only in naming list items ``layers_0`` (``flax_key``);
 - fairseq ``.pt``: a table of regular expressions (``fairseq_to_canonical``).
 
 NumPy only.
@@ -13,8 +15,9 @@ NumPy only.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -206,50 +209,45 @@ def normalize_key(key: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- TF and Flax
-def _same(array):
-    return array
-
-
-def _transpose(array):
-    return np.ascontiguousarray(np.asarray(array).T)
-
-
-def _reverse_axes(array):
-    return np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0))
-
-
+# TF names (the reference's tf_model.h5 and the Keras variables of wav2vec2.backends.tensorflow) and Flax
+# paths (the reference's flax_model.msgpack and the linen parameters of wav2vec2.backends.flax) keep the
+# canonical module names; a weight differs only in its leaf name and maybe its layout. The one layout
+# change is a reversal of the axes: Linear (out, in) <-> Dense (in, out), Conv1d (out, in, K) <-> Conv
+# (K, in, out), and the positional conv's weight_g (1, 1, K) <-> (K, 1, 1) in TF. It is its own inverse.
 @dataclass(frozen=True)
 class LayoutRule:
     pattern: str  # regular expression searched in the canonical name
-    tf_leaf: Optional[str]  # TF variable name (without ":0"); None keeps the canonical leaf
+    tf_leaf: Optional[str]  # TF variable name; None keeps the canonical leaf
     flax_leaf: Optional[str]  # Flax leaf name; None keeps the canonical leaf
-    to_tf: Callable  # canonical array -> TF array (each transform here is its own inverse)
-    to_flax: Callable  # canonical array -> Flax array
+    tf_reversed: bool = False  # TF stores the canonical array with its axes reversed
+    flax_reversed: bool = False  # Flax stores the canonical array with its axes reversed
 
 
 # First match wins. One line per kind of parameter; heads the reference TF/Flax never had follow the
 # same rules, so the table holds no per-key entries.
 LAYOUT_RULES = (
     # positional conv weight-norm gain: (1, 1, K) in PyTorch and Flax, (K, 1, 1) in TF
-    LayoutRule(r"pos_conv_embed\.conv\.weight_g$", None, None, _reverse_axes, _same),
+    LayoutRule(r"pos_conv_embed\.conv\.weight_g$", None, None, tf_reversed=True),
     # positional conv weight-norm direction: PyTorch layout (C, C/groups, K) everywhere
-    LayoutRule(r"pos_conv_embed\.conv\.weight_v$", None, None, _same, _same),
+    LayoutRule(r"pos_conv_embed\.conv\.weight_v$", None, None),
     # Conv1d (out, in, K) -> Keras/Flax Conv kernel (K, in, out)
-    LayoutRule(r"\.conv\.weight$", "kernel", "kernel", _reverse_axes, _reverse_axes),
+    LayoutRule(r"\.conv\.weight$", "kernel", "kernel", tf_reversed=True, flax_reversed=True),
     # LayerNorm / GroupNorm affine parameters
-    LayoutRule(r"norm\.weight$", "gamma", "scale", _same, _same),
-    LayoutRule(r"norm\.bias$", "beta", "bias", _same, _same),
+    LayoutRule(r"norm\.weight$", "gamma", "scale"),
+    LayoutRule(r"norm\.bias$", "beta", "bias"),
     # free parameters, not a layer's weight: same name and layout everywhere
-    LayoutRule(r"(^|\.)(masked_spec_embed|layer_weights|codevectors)$", None, None, _same, _same),
+    LayoutRule(r"(^|\.)(masked_spec_embed|layer_weights|codevectors)$", None, None),
     # the AM-softmax matrix is already stored (in, out)
-    LayoutRule(r"^objective\.weight$", None, None, _same, _same),
+    LayoutRule(r"^objective\.weight$", None, None),
     # Linear (out, in) -> Dense kernel (in, out)
-    LayoutRule(r"\.weight$", "kernel", "kernel", _transpose, _transpose),
-    LayoutRule(r"\.bias$", "bias", "bias", _same, _same),
+    LayoutRule(r"\.weight$", "kernel", "kernel", tf_reversed=True, flax_reversed=True),
+    LayoutRule(r"\.bias$", "bias", "bias"),
 )
 
 # Leaf names other formats use, back to the canonical leaf (anything else keeps its name).
 _CANONICAL_LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "scale": "weight"}
+# Flax linen names the modules of a list ``layers_3``; the canonical key and the msgpack tree ``layers.3``.
+_LINEN_LIST_ITEM = re.compile(r"^(conv_layers|layers|tdnn)_(\d+)$")
 
 
 def _rule(key: str) -> LayoutRule:
@@ -264,32 +262,46 @@ def _split(key: str) -> Tuple[str, str]:
     return module, leaf
 
 
-def _from_foreign(module_parts, leaf: str, array, framework: str) -> Tuple[str, np.ndarray]:
-    key = ".".join([*module_parts, _CANONICAL_LEAF.get(leaf, leaf)])
+def _foreign_key(framework: str, modules, leaf: str) -> Tuple[str, bool]:
+    key = ".".join([*modules, _CANONICAL_LEAF.get(leaf, leaf)])
     rule = _rule(key)
-    expected_leaf = getattr(rule, f"{framework}_leaf") or _split(key)[1]
-    if expected_leaf != leaf:
-        raise ValueError(f"{framework} weight {'/'.join([*module_parts, leaf])!r} matches no known weight name")
-    return key, getattr(rule, f"to_{framework}")(array)
+    if (getattr(rule, f"{framework}_leaf") or _split(key)[1]) != leaf:
+        raise ValueError(f"{framework} weight {'/'.join([*modules, leaf])!r} matches no known weight name")
+    return key, getattr(rule, f"{framework}_reversed")
 
 
-def _tf_module_path(module: str) -> str:
-    # Keras names list items "layers.0", so an index stays joined to its list by a dot.
-    return re.sub(r"\.(?!\d+(\.|$))", "/", module)
+def tf_key(name: str) -> Tuple[str, bool]:
+    """Canonical key of a TF weight name (first scope dropped, no ``:0``), and whether TF reverses its axes.
+    ValueError when the table knows no such weight."""
+    *modules, leaf = name.split("/")
+    return _foreign_key("tf", modules, leaf)
+
+
+def flax_key(path) -> Tuple[str, bool]:
+    """Canonical key of a Flax parameter path, and whether Flax reverses its axes. The path may spell a
+    list item as the msgpack tree does (``layers``, ``3``) or as linen names its modules (``layers_3``)."""
+    *modules, leaf = (str(part) for part in path)
+    return _foreign_key("flax", [_LINEN_LIST_ITEM.sub(r"\1.\2", m) for m in modules], leaf)
+
+
+def relayout(array, reversed_axes: bool) -> np.ndarray:
+    """A canonical array in a TF or Flax layout, or back: its axes reversed (C-contiguous), or as it is."""
+    return np.ascontiguousarray(np.asarray(array).T) if reversed_axes else np.asarray(array)
 
 
 def tf_name(key: str) -> str:
-    """TF variable name (without the varying first scope) of a canonical key with ``wav2vec2.`` prefix."""
+    """TF variable name (without the varying first scope) of a canonical key with ``wav2vec2.`` prefix.
+    Keras names list items ``layers.0``, so an index stays joined to its list by a dot."""
     module, leaf = _split(key)
-    tf_leaf = _rule(key).tf_leaf or leaf
-    return "/".join(filter(None, (_tf_module_path(module), f"{tf_leaf}:0")))
+    module = re.sub(r"\.(?!\d+(\.|$))", "/", module)
+    return "/".join(filter(None, (module, f"{_rule(key).tf_leaf or leaf}:0")))
 
 
 def to_tf_weights(state) -> Dict[str, np.ndarray]:
     """Canonical state -> {TF variable name: array}. A bare model is nested under ``wav2vec2/`` as in TF."""
     if not any(k.startswith(BODY_PREFIX) for k in state):
         state = {BODY_PREFIX + k: v for k, v in state.items()}
-    return {tf_name(key): _rule(key).to_tf(value) for key, value in state.items()}
+    return {tf_name(key): relayout(value, _rule(key).tf_reversed) for key, value in state.items()}
 
 
 def from_tf_weights(weights) -> Dict[str, np.ndarray]:
@@ -302,9 +314,8 @@ def from_tf_weights(weights) -> Dict[str, np.ndarray]:
     for name, value in weights.items():
         if not name.endswith(":0"):
             raise ValueError(f"TF weight name {name!r} does not end with ':0'")
-        *modules, leaf = name[:-2].split("/")
-        key, array = _from_foreign(modules, leaf, value, "tf")
-        state[key] = array
+        key, reversed_axes = tf_key(name[:-2])
+        state[key] = relayout(value, reversed_axes)
     if state and all(k.startswith(BODY_PREFIX) for k in state):
         state = {k[len(BODY_PREFIX):]: v for k, v in state.items()}
     return state
@@ -319,25 +330,45 @@ def to_flax_tree(state) -> dict:
         node = tree
         for part in filter(None, module.split(".")):
             node = node.setdefault(part, {})
-        node[rule.flax_leaf or leaf] = rule.to_flax(value)
+        node[rule.flax_leaf or leaf] = relayout(value, rule.flax_reversed)
     return tree
 
 
 def from_flax_tree(tree) -> Dict[str, np.ndarray]:
-    """The reference Flax params tree -> canonical state. A top-level ``params`` is unwrapped."""
+    """A Flax params tree (the reference's or a linen one) -> canonical state. A top-level ``params`` is
+    unwrapped."""
     if set(tree) == {"params"}:
         tree = tree["params"]
     state = {}
 
     def walk(node, path):
         for name, child in node.items():
-            if isinstance(child, dict):
-                walk(child, (*path, str(name)))
+            if isinstance(child, Mapping):  # a dict or a flax FrozenDict
+                walk(child, (*path, name))
             else:
-                key, array = _from_foreign(path, str(name), child, "flax")
-                state[key] = array
+                key, reversed_axes = flax_key((*path, name))
+                state[key] = relayout(child, reversed_axes)
 
     walk(tree, ())
+    return state
+
+
+def check_keys(keys, expected, owner: str) -> None:
+    """ValueError naming them unless ``keys`` are exactly the keys of ``expected``."""
+    for problem, wrong in (("unknown weight names", set(keys) - set(expected)), ("missing weights", set(expected) - set(keys))):
+        if wrong:
+            wrong = sorted(wrong)
+            raise ValueError(f"{owner}: {problem} {', '.join(wrong[:5])}" + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""))
+
+
+def checked_state(state, shapes: Shapes, owner: str) -> Dict[str, np.ndarray]:
+    """``state`` as NumPy arrays, the PyTorch-2 weight-norm spelling normalised; ValueError naming the keys
+    unless it has exactly the keys of ``shapes`` (canonical key -> shape), each of its shape."""
+    state = {normalize_key(key): np.asarray(value) for key, value in state.items()}
+    check_keys(state, shapes, owner)
+    for key, shape in shapes.items():
+        if state[key].shape != tuple(shape):
+            raise ValueError(f"{owner}: weight {key!r}: expected shape {tuple(shape)}, got {state[key].shape}")
     return state
 
 

@@ -7,7 +7,7 @@ SpecAugment masks and pretraining negatives are inputs, computed by ``wav2vec2.s
 
 Parameter names mirror the reference PyTorch state dict: a list element ``layers.3`` is the module
 ``layers_3``; Dense and Conv weights are ``kernel`` ((in, out) and (kernel, in, out)), norm weights
-``scale``. ``weights.py`` maps this tree to and from the canonical layout.
+``scale``. The layout table of ``wav2vec2.spec.names`` maps this tree to and from the canonical layout.
 
 Blocks, in the order shared by every backend: ConvLayer, FeatureEncoder, FeatureProjection,
 PositionalConvEmbedding, Attention, FeedForward, AttnAdapterLayer, EncoderLayer,

@@ -15,13 +15,14 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ... import pretrained
 from ...config import Wav2Vec2Config
-from ...spec import checks
+from ...spec import checks, names
 from ...spec.lengths import feat_extract_output_lengths, min_input_length
 from ...spec.masking import spec_augment_masks
-from . import modeling, weights
+from . import modeling
 
 logger = logging.getLogger(__name__)
 
@@ -196,15 +197,29 @@ class Wav2Vec2PreTrainedModel:
     # ---------------------------------------------------------------------------- weights
     def canonical_state_dict(self):
         """{reference PyTorch name: NumPy array in the PyTorch layout}; heads prefix the body with wav2vec2."""
-        return weights.to_canonical(self.params)
+        state = names.from_flax_tree(self.params)
+        names.check_keys(state, names.canonical_shapes(self.config, self.head), type(self).__name__)
+        return state
 
     def load_canonical_state_dict(self, state):
         """Replace every parameter; the key set and shapes must match exactly (ValueError otherwise)."""
-        tree = weights.from_canonical(state, self.param_shapes(), type(self).__name__)
-        self.params = jax.tree_util.tree_map(jnp.asarray, tree)
+        layouts = self._layouts()
+        state = names.checked_state(state, {key: shape for key, _, shape in layouts.values()}, type(self).__name__)
+        flat = {path: names.relayout(state[key].astype(np.float32), rev) for path, (key, rev, _) in layouts.items()}
+        self.params = jax.tree_util.tree_map(jnp.asarray, unflatten_dict(flat))
 
     def canonical_shapes(self):
-        return weights.canonical_shapes(self.param_shapes())
+        return {key: shape for key, _, shape in self._layouts().values()}
+
+    def _layouts(self):
+        """{tree path: (canonical name, whether Flax reverses its axes, canonical shape)} of every parameter."""
+        layouts = {}
+        for path, value in flatten_dict(self.param_shapes()).items():
+            key, reversed_axes = names.flax_key(path)
+            layouts[path] = key, reversed_axes, tuple(value.shape)[::-1] if reversed_axes else tuple(value.shape)
+        names.check_keys([key for key, _, _ in layouts.values()], names.canonical_shapes(self.config, self.head),
+                         type(self).__name__)
+        return layouts
 
     # ---------------------------------------------------------------------------- files (wav2vec2.pretrained)
     @classmethod

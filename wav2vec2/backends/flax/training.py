@@ -36,8 +36,8 @@ from ...training import parallel
 from ...training.trainer import check_model, check_options, task_class
 from ...training.schedule import decays_weight
 from ...spec.lengths import feat_extract_output_lengths
+from ...spec.names import flax_key
 from . import modeling, models
-from .weights import canonical_name
 
 def model_class(task: str):
     return task_class(models, task)
@@ -125,7 +125,7 @@ class FlaxTrainer:
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.rows = NamedSharding(self.mesh, PartitionSpec("data"))
 
-        names = {path: canonical_name(path)[0] for path in flatten_dict(model.params)}
+        names = {path: flax_key(path)[0] for path in flatten_dict(model.params)}
         frozen = {p: self.freeze_feature_encoder and ".feature_extractor." in "." + n for p, n in names.items()}
         labels = unflatten_dict({p: "frozen" if frozen[p] else "train" for p in names})
         decay = unflatten_dict({p: decays_weight(n) for p, n in names.items()})

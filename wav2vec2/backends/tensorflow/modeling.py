@@ -1,11 +1,12 @@
 """wav2vec 2.0 as Keras 3 layers and models on the TensorFlow backend.
 
-Blocks follow the other backends in name and order: FeatureEncoder, FeatureProjection,
+Blocks follow the other backends in name and order: FeatureEncoder, FeatureProjection, WeightNormConv,
 PositionalConvEmbedding, Attention, FeedForward, EncoderLayer, StableEncoderLayer, AttnAdapterLayer,
 Encoder, Adapter, GumbelVectorQuantizer, TDNNLayer, AMSoftmaxLoss, then the six models. Every block
 takes the one Wav2Vec2Config. Weights are built when a model is constructed, so
-``canonical_state_dict()`` works straight away; each block lists its weights under their canonical
-(reference PyTorch) names in ``port()``, with the NumPy layout change that maps one onto the other.
+``canonical_state_dict()`` works straight away. Layers are held in attributes named as the canonical
+(reference PyTorch) modules and variables are stored as the reference TF stores them, so the layout table
+of wav2vec2.spec.names maps every variable to its canonical name (``canonical_variables()``).
 
 Shapes use B = batch, S = samples, T = frames, C = channels, H = heads, D = head size.
 """
@@ -25,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from ... import pretrained  # noqa: E402
 from ...config import Wav2Vec2Config  # noqa: E402
-from ...spec import checks, masking  # noqa: E402
+from ...spec import checks, masking, names  # noqa: E402
 from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
@@ -36,47 +37,27 @@ if keras.backend.backend() != "tensorflow":
 
 logger = logging.getLogger(__name__)
 
-# port() entries: canonical name -> (variable, layout), where layout maps the NumPy value of the
-# variable to the canonical array and back (every layout used here is its own inverse).
-Port = Dict[str, Tuple[keras.Variable, Optional[callable]]]
+# ---------------------------------------------------------------------------------------- weights
+# Keras variables that are state, not weights (no checkpoint holds them). Seed generators are no layers:
+# the walk never reaches their state.
+_STATE_VARIABLES = ("temperature",)  # the Gumbel quantizer's
 
 
-def _transpose(array):  # Dense kernel (in, out) <-> Linear weight (out, in)
-    return np.transpose(array)
-
-
-def _reverse_axes(array):  # Conv1D kernel (K, in, out) <-> Conv1d weight (out, in, K)
-    return np.transpose(array, (2, 1, 0))
-
-
-def _prefixed(prefix: str, port: Port) -> Port:
-    return {f"{prefix}.{name}": entry for name, entry in port.items()}
-
-
-def _port_dense(dense: keras.layers.Dense) -> Port:
-    port = {"weight": (dense.kernel, _transpose)}
-    if dense.use_bias:
-        port["bias"] = (dense.bias, None)
-    return port
-
-
-def _port_conv(conv: keras.layers.Conv1D) -> Port:
-    port = {"weight": (conv.kernel, _reverse_axes)}
-    if conv.use_bias:
-        port["bias"] = (conv.bias, None)
-    return port
-
-
-def _canonical_shape(variable, layout) -> tuple:
-    return tuple(layout(np.empty(variable.shape)).shape) if layout else tuple(variable.shape)
-
-
-def _few(names, limit=5) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _port_norm(norm) -> Port:
-    return {"weight": (norm.gamma, None), "bias": (norm.beta, None)}
+def _named_variables(layer, path=()):
+    """(TF weight name, variable) of each variable ``layer`` holds in an attribute and, depth first, of each
+    layer its public attributes hold. The attributes carry the canonical module names; a list item is
+    named ``layers.0``, as Keras names it in the reference's h5 files."""
+    for attribute, value in vars(layer).items():
+        if isinstance(value, keras.Variable):
+            yield "/".join([*path, value.name]), value
+        elif attribute.startswith("_"):
+            continue
+        elif isinstance(value, keras.layers.Layer):
+            yield from _named_variables(value, (*path, attribute))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    yield from _named_variables(item, (*path, f"{attribute}.{i}"))
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -241,12 +222,6 @@ class ConvLayer(keras.layers.Layer):
             hidden_states = self.layer_norm(hidden_states)
         return self.activation(hidden_states)
 
-    def port(self) -> Port:
-        port = _prefixed("conv", _port_conv(self.conv))
-        if self.layer_norm is not None:
-            port.update(_prefixed("layer_norm", _port_norm(self.layer_norm)))
-        return port
-
 
 class FeatureEncoder(keras.layers.Layer):
     """The conv stack over the raw waveform. (B, S) -> (B, T, conv_dim[-1])."""
@@ -261,12 +236,6 @@ class FeatureEncoder(keras.layers.Layer):
         for conv_layer in self.conv_layers:
             hidden_states = conv_layer(hidden_states)
         return hidden_states
-
-    def port(self) -> Port:
-        port = {}
-        for i, conv_layer in enumerate(self.conv_layers):
-            port.update(_prefixed(f"conv_layers.{i}", conv_layer.port()))
-        return port
 
 
 class FeatureProjection(keras.layers.Layer):
@@ -286,19 +255,14 @@ class FeatureProjection(keras.layers.Layer):
         projected = self.dropout(self.projection(normed), training=training)
         return projected, normed
 
-    def port(self) -> Port:
-        return {
-            **_prefixed("layer_norm", _port_norm(self.layer_norm)),
-            **_prefixed("projection", _port_dense(self.projection)),
-        }
 
+class WeightNormConv(keras.layers.Layer):
+    """Grouped conv whose weight is ``weight_g * weight_v / ||weight_v||``, one norm per kernel tap.
+    (B, T, C) -> (B, T + 1 - K % 2, C).
 
-class PositionalConvEmbedding(keras.layers.Layer):
-    """Grouped, weight-normalised conv over time giving relative position. (B, T, C) -> (B, T, C).
-
-    The weight is ``weight_g * weight_v / ||weight_v||`` with one norm per kernel tap (weight_g (1, 1, K),
-    weight_v (C, C/groups, K), both kept in the canonical layout). The grouped conv runs as one conv per
-    group, concatenated: TensorFlow has no CPU gradient for a grouped conv, and XLA fuses the groups.
+    weight_v (C, C/groups, K) and weight_g (K, 1, 1) as the reference TF stores them. The grouped conv
+    runs as one conv per group, concatenated: TensorFlow has no CPU gradient for a grouped conv, and XLA
+    fuses the groups.
     """
 
     def __init__(self, config, **kwargs):
@@ -310,33 +274,38 @@ class PositionalConvEmbedding(keras.layers.Layer):
             shape=(channels, channels // self.groups, kernel), name="weight_v",
             initializer=_normal(2.0 * math.sqrt(1.0 / (kernel * channels))),
         )
-        self.weight_g = self.add_weight(shape=(1, 1, kernel), name="weight_g", initializer="ones")
-        self.weight_g.assign(self._tap_norms())  # start as the plain conv weight_v
+        self.weight_g = self.add_weight(shape=(kernel, 1, 1), name="weight_g", initializer="ones")
+        self.weight_g.assign(tf.transpose(self._tap_norms()))  # start as the plain conv weight_v
         self.bias = self.add_weight(shape=(channels,), name="bias", initializer="zeros")
-        self.activation = _ACTIVATIONS[config.feat_extract_activation]
 
     def _tap_norms(self):
         return tf.sqrt(tf.reduce_sum(tf.square(self.weight_v), axis=(0, 1), keepdims=True))  # (1, 1, K)
 
     def call(self, hidden_states):
-        weight = self.weight_g * self.weight_v / self._tap_norms()  # (C, C/G, K)
+        weight = tf.transpose(self.weight_g) * self.weight_v / self._tap_norms()  # (C, C/G, K)
         kernel = tf.transpose(weight, (2, 1, 0))  # (K, C/G, C)
         pad = self.kernel_size // 2
         padded = tf.pad(hidden_states, [[0, 0], [pad, pad], [0, 0]])  # (B, T + 2 pad, C)
         inputs = tf.split(padded, self.groups, axis=-1)
         kernels = tf.split(kernel, self.groups, axis=-1)
         outputs = [tf.nn.conv1d(x, k, stride=1, padding="VALID") for x, k in zip(inputs, kernels)]
-        hidden_states = tf.concat(outputs, axis=-1) + self.bias  # (B, T + 1 - K % 2, C)
-        if self.kernel_size % 2 == 0:
-            hidden_states = hidden_states[:, :-1]  # an even kernel gives one frame too many
-        return self.activation(hidden_states)
+        return tf.concat(outputs, axis=-1) + self.bias
 
-    def port(self) -> Port:
-        return {
-            "conv.weight_g": (self.weight_g, None),
-            "conv.weight_v": (self.weight_v, None),
-            "conv.bias": (self.bias, None),
-        }
+
+class PositionalConvEmbedding(keras.layers.Layer):
+    """The weight-normalised conv over time giving relative position, then the activation. (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = WeightNormConv(config)
+        self.trim_last_frame = config.num_conv_pos_embeddings % 2 == 0  # an even kernel gives one frame too many
+        self.activation = _ACTIVATIONS[config.feat_extract_activation]
+
+    def call(self, hidden_states):
+        hidden_states = self.conv(hidden_states)
+        if self.trim_last_frame:
+            hidden_states = hidden_states[:, :-1]
+        return self.activation(hidden_states)
 
 
 class Attention(keras.layers.Layer):
@@ -369,12 +338,6 @@ class Attention(keras.layers.Layer):
         context = tf.reshape(context, tf.shape(hidden_states))  # (B, T, C)
         return self.out_proj(context), weights
 
-    def port(self) -> Port:
-        port = {}
-        for name in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            port.update(_prefixed(name, _port_dense(getattr(self, name))))
-        return port
-
 
 class FeedForward(keras.layers.Layer):
     """Position-wise MLP. (B, T, C) -> (B, T, C)."""
@@ -391,12 +354,6 @@ class FeedForward(keras.layers.Layer):
         hidden_states = self.activation(self.intermediate_dense(hidden_states))
         hidden_states = self.intermediate_dropout(hidden_states, training=training)
         return self.output_dropout(self.output_dense(hidden_states), training=training)
-
-    def port(self) -> Port:
-        return {
-            **_prefixed("intermediate_dense", _port_dense(self.intermediate_dense)),
-            **_prefixed("output_dense", _port_dense(self.output_dense)),
-        }
 
 
 class EncoderLayer(keras.layers.Layer):
@@ -416,14 +373,6 @@ class EncoderLayer(keras.layers.Layer):
         hidden_states = hidden_states + self.feed_forward(hidden_states, training=training)
         return self.final_layer_norm(hidden_states), weights
 
-    def port(self) -> Port:
-        return {
-            **_prefixed("attention", self.attention.port()),
-            **_prefixed("layer_norm", _port_norm(self.layer_norm)),
-            **_prefixed("feed_forward", self.feed_forward.port()),
-            **_prefixed("final_layer_norm", _port_norm(self.final_layer_norm)),
-        }
-
 
 class AttnAdapterLayer(keras.layers.Layer):
     """MMS per-language adapter: LayerNorm, down-projection, ReLU, up-projection. (B, T, C) -> (B, T, C)."""
@@ -436,13 +385,6 @@ class AttnAdapterLayer(keras.layers.Layer):
 
     def call(self, hidden_states):
         return self.linear_2(tf.nn.relu(self.linear_1(self.norm(hidden_states))))
-
-    def port(self) -> Port:
-        return {
-            **_prefixed("norm", _port_norm(self.norm)),
-            **_prefixed("linear_1", _port_dense(self.linear_1)),
-            **_prefixed("linear_2", _port_dense(self.linear_2)),
-        }
 
 
 class StableEncoderLayer(EncoderLayer):
@@ -459,12 +401,6 @@ class StableEncoderLayer(EncoderLayer):
         if self.adapter_layer is not None:
             hidden_states = hidden_states + self.adapter_layer(hidden_states)
         return hidden_states, weights
-
-    def port(self) -> Port:
-        port = super().port()
-        if self.adapter_layer is not None:
-            port.update(_prefixed("adapter_layer", self.adapter_layer.port()))
-        return port
 
 
 class Encoder(keras.layers.Layer):
@@ -521,15 +457,6 @@ class Encoder(keras.layers.Layer):
         skipped = lambda: (hidden_states, tf.zeros((batch, layer.attention.num_heads, frames, frames), hidden_states.dtype))
         return tf.cond(skip, skipped, lambda: layer(hidden_states, attention_bias, training=training))
 
-    def port(self) -> Port:
-        port = {
-            **_prefixed("pos_conv_embed", self.pos_conv_embed.port()),
-            **_prefixed("layer_norm", _port_norm(self.layer_norm)),
-        }
-        for i, layer in enumerate(self.layers):
-            port.update(_prefixed(f"layers.{i}", layer.port()))
-        return port
-
 
 class AdapterLayer(keras.layers.Layer):
     """Strided conv (padding 1) then a gated linear unit. (B, T, C) -> (B, T', C)."""
@@ -548,9 +475,6 @@ class AdapterLayer(keras.layers.Layer):
         hidden_states = self.conv(tf.pad(hidden_states, [[0, 0], [1, 1], [0, 0]]))  # (B, T', 2C)
         values, gates = tf.split(hidden_states, 2, axis=-1)
         return values * tf.sigmoid(gates)
-
-    def port(self) -> Port:
-        return _prefixed("conv", _port_conv(self.conv))
 
 
 class Adapter(keras.layers.Layer):
@@ -581,15 +505,6 @@ class Adapter(keras.layers.Layer):
             else:
                 hidden_states = layer(hidden_states)
         return hidden_states
-
-    def port(self) -> Port:
-        port = {}
-        if self.proj is not None:
-            port.update(_prefixed("proj", _port_dense(self.proj)))
-            port.update(_prefixed("proj_layer_norm", _port_norm(self.proj_layer_norm)))
-        for i, layer in enumerate(self.layers):
-            port.update(_prefixed(f"layers.{i}", layer.port()))
-        return port
 
 
 class GumbelVectorQuantizer(keras.layers.Layer):
@@ -645,9 +560,6 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         codevectors = tf.einsum("ngv,gvd->ngd", tf.cast(probs, codebook.dtype), codebook)  # (B*T, G, D/G)
         return tf.reshape(codevectors, (batch, frames, -1)), perplexity
 
-    def port(self) -> Port:
-        return {"codevectors": (self.codevectors, None), **_prefixed("weight_proj", _port_dense(self.weight_proj))}
-
 
 class TDNNLayer(keras.layers.Layer):
     """Dilated conv of the x-vector head, stored as a Dense over stacked taps. (B, T, C) -> (B, T', C')."""
@@ -665,9 +577,6 @@ class TDNNLayer(keras.layers.Layer):
         taps = [hidden_states[:, j * self.dilation : j * self.dilation + frames] for j in range(self.kernel_size)]
         return tf.nn.relu(self.kernel(tf.concat(taps, axis=-1)))  # (B, T - span, C')
 
-    def port(self) -> Port:
-        return _prefixed("kernel", _port_dense(self.kernel))
-
 
 class AMSoftmaxLoss(keras.layers.Layer):
     """Additive-margin softmax loss over cosine similarities (scale 30, margin 0.4)."""
@@ -683,9 +592,6 @@ class AMSoftmaxLoss(keras.layers.Layer):
         target = tf.one_hot(labels, self.num_labels) > 0
         logits = self.scale * tf.where(target, cos_theta - self.margin, cos_theta)
         return _sparse_cross_entropy(logits, labels)
-
-    def port(self) -> Port:
-        return {"weight": (self.weight, None)}
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -710,34 +616,33 @@ class Wav2Vec2PreTrainedModel(keras.Model):
         self(np.zeros((1, min_input_length(self.config, add_adapter=False)), np.float32))
 
     # --- canonical weights -------------------------------------------------------------------
-    def port(self) -> Port:
-        raise NotImplementedError
+    def canonical_variables(self) -> Dict[str, Tuple[keras.Variable, bool]]:
+        """{canonical name: (Keras variable, whether its axes are reversed against the canonical array)},
+        in the canonical order. The TF names come from one walk over the layers' attributes and map through
+        the layout table of wav2vec2.spec.names; a variable it does not know, or a key set other than the
+        canonical one of this config and head (a weight out of the walk's reach is missing), is a ValueError."""
+        found = {}
+        for name, variable in _named_variables(self):
+            if variable.name not in _STATE_VARIABLES:
+                key, reversed_axes = names.tf_key(name)
+                found[key] = (variable, reversed_axes)
+        expected = names.canonical_shapes(self.config, self.head)
+        names.check_keys(found, expected, type(self).__name__)
+        return {key: found[key] for key in expected}
 
     def canonical_state_dict(self) -> Dict[str, np.ndarray]:
         """Every weight as a NumPy array under its reference PyTorch name and layout."""
-        return {name: (layout(var.numpy()) if layout else var.numpy()) for name, (var, layout) in self.port().items()}
+        return {key: names.relayout(v.numpy(), rev) for key, (v, rev) in self.canonical_variables().items()}
 
     def canonical_shapes(self) -> Dict[str, tuple]:
         """Canonical name -> canonical shape of every weight."""
-        return {name: _canonical_shape(var, layout) for name, (var, layout) in self.port().items()}
+        return {key: tuple(v.shape)[::-1] if rev else tuple(v.shape) for key, (v, rev) in self.canonical_variables().items()}
 
     def load_canonical_state_dict(self, state):
         """Assign weights from a canonical dict; every key must be known and every weight given."""
-        port = self.port()
-        unknown = sorted(set(state) - set(port))
-        if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown weight names {_few(unknown)}")
-        missing = sorted(set(port) - set(state))
-        if missing:
-            raise ValueError(f"{type(self).__name__}: missing weights {_few(missing)}")
-        for name, value in state.items():
-            var, layout = port[name]
-            value = np.asarray(value)
-            value = layout(value) if layout else value
-            if tuple(value.shape) != tuple(var.shape):
-                expected = _canonical_shape(var, layout)
-                raise ValueError(f"weight {name!r}: expected shape {expected}, got {np.asarray(state[name]).shape}")
-            var.assign(value.astype(var.dtype))
+        state = names.checked_state(state, self.canonical_shapes(), type(self).__name__)
+        for key, (variable, reversed_axes) in self.canonical_variables().items():
+            variable.assign(names.relayout(state[key], reversed_axes).astype(variable.dtype))
 
     # --- loading and saving (wav2vec2.pretrained) --------------------------------------------
     @classmethod
@@ -755,7 +660,7 @@ class Wav2Vec2PreTrainedModel(keras.Model):
 
     # --- training -----------------------------------------------------------------------------
     def freeze_feature_encoder(self):
-        self._body().feature_encoder.trainable = False
+        self._body().feature_extractor.trainable = False
 
     def _body(self):
         return self.wav2vec2
@@ -827,7 +732,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        self.feature_encoder = FeatureEncoder(config)
+        self.feature_extractor = FeatureEncoder(config)
         self.feature_projection = FeatureProjection(config)
         if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
             self.masked_spec_embed = self.add_weight(
@@ -852,7 +757,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         Generator ``spec_augment_rng`` (default ``self.spec_augment_rng``). A given time mask applies in
         eval mode too, like the reference. Under XLA pass the masks: drawing them calls into NumPy."""
         input_values, attention_mask = _check_inputs(self.config, input_values, attention_mask)
-        extract_features = self.feature_encoder(input_values)  # (B, T, C_conv)
+        extract_features = self.feature_extractor(input_values)  # (B, T, C_conv)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = _frame_mask(self.config, attention_mask, tf.shape(extract_features)[1], add_adapter=False)
@@ -914,18 +819,6 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         feature_mask.set_shape((hidden_states.shape[0], config.hidden_size))
         return time_mask, feature_mask
 
-    def port(self) -> Port:
-        port = {
-            **_prefixed("feature_extractor", self.feature_encoder.port()),
-            **_prefixed("feature_projection", self.feature_projection.port()),
-        }
-        if self.masked_spec_embed is not None:
-            port["masked_spec_embed"] = (self.masked_spec_embed, None)
-        port.update(_prefixed("encoder", self.encoder.port()))
-        if self.adapter is not None:
-            port.update(_prefixed("adapter", self.adapter.port()))
-        return port
-
 
 class _HeadModel(Wav2Vec2PreTrainedModel):
     """A task head over ``self.wav2vec2``; weights of the body carry the ``wav2vec2.`` prefix."""
@@ -933,12 +826,6 @@ class _HeadModel(Wav2Vec2PreTrainedModel):
     def freeze_base_model(self):
         """Train the head only."""
         self.wav2vec2.trainable = False
-
-    def port(self) -> Port:
-        return {**_prefixed("wav2vec2", self.wav2vec2.port()), **self.head_port()}
-
-    def head_port(self) -> Port:
-        raise NotImplementedError
 
     def _layer_weighted_states(self, outputs):
         """The last hidden state, or the softmax-weighted sum of all of them (use_weighted_layer_sum)."""
@@ -954,9 +841,6 @@ class _HeadModel(Wav2Vec2PreTrainedModel):
             self.layer_weights = self.add_weight(
                 shape=(num_layers,), name="layer_weights", initializer=keras.initializers.Constant(1.0 / num_layers)
             )
-
-    def _layer_weights_port(self) -> Port:
-        return {"layer_weights": (self.layer_weights, None)} if self.config.use_weighted_layer_sum else {}
 
     def _body_outputs(self, input_values, attention_mask, labels, mask_time_indices, mask_feature_indices,
                       output_attentions, output_hidden_states, spec_augment_rng, training):
@@ -1028,9 +912,6 @@ class Wav2Vec2ForCTC(_HeadModel):
         self.wav2vec2.config = config
         self.lm_head = self._make_lm_head(config.vocab_size)
 
-    def head_port(self) -> Port:
-        return _prefixed("lm_head", _port_dense(self.lm_head))
-
 
 class Wav2Vec2ForSequenceClassification(_HeadModel):
     """Utterance classification: projection, mean over valid frames, linear classifier."""
@@ -1072,13 +953,6 @@ class Wav2Vec2ForSequenceClassification(_HeadModel):
             loss = _sparse_cross_entropy(logits, labels)
         return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
-    def head_port(self) -> Port:
-        return {
-            **self._layer_weights_port(),
-            **_prefixed("projector", _port_dense(self.projector)),
-            **_prefixed("classifier", _port_dense(self.classifier)),
-        }
-
 
 class Wav2Vec2ForAudioFrameClassification(_HeadModel):
     """Frame-level classification (e.g. diarization): a linear classifier on every frame."""
@@ -1111,9 +985,6 @@ class Wav2Vec2ForAudioFrameClassification(_HeadModel):
             targets = tf.argmax(tf.reshape(labels, (-1, self.config.num_labels)), axis=-1)
             loss = _sparse_cross_entropy(tf.reshape(logits, (-1, self.config.num_labels)), targets)
         return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-
-    def head_port(self) -> Port:
-        return {**self._layer_weights_port(), **_prefixed("classifier", _port_dense(self.classifier))}
 
 
 class Wav2Vec2ForXVector(_HeadModel):
@@ -1176,15 +1047,6 @@ class Wav2Vec2ForXVector(_HeadModel):
             loss=loss, logits=logits, embeddings=embeddings, hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-
-    def head_port(self) -> Port:
-        port = {**self._layer_weights_port(), **_prefixed("projector", _port_dense(self.projector))}
-        for i, layer in enumerate(self.tdnn):
-            port.update(_prefixed(f"tdnn.{i}", layer.port()))
-        port.update(_prefixed("feature_extractor", _port_dense(self.feature_extractor)))
-        port.update(_prefixed("classifier", _port_dense(self.classifier)))
-        port.update(_prefixed("objective", self.objective.port()))
-        return port
 
 
 class Wav2Vec2ForPreTraining(_HeadModel):
@@ -1264,13 +1126,6 @@ class Wav2Vec2ForPreTraining(_HeadModel):
         logits = tf.concat([logits[:1], tf.where(negative_is_positive, -np.inf, logits[1:])], axis=0)
         per_frame = tf.reduce_logsumexp(logits, axis=0) - logits[0]  # (B, T)
         return tf.reduce_sum(tf.where(mask_time_indices, per_frame, tf.zeros_like(per_frame)))
-
-    def head_port(self) -> Port:
-        return {
-            **_prefixed("quantizer", self.quantizer.port()),
-            **_prefixed("project_hid", _port_dense(self.project_hid)),
-            **_prefixed("project_q", _port_dense(self.project_q)),
-        }
 
 
 def export_ctc_saved_model(model: Wav2Vec2ForCTC, path) -> None:

@@ -125,7 +125,7 @@ class TensorFlowTrainer:
             if self.freeze_feature_encoder:
                 self.model.freeze_feature_encoder()
             self.variables = list(self.model.trainable_variables)
-            names = {v.path: name for name, (v, _) in self.model.port().items()}
+            names = {v.path: name for name, (v, _) in self.model.canonical_variables().items()}
             self.names = [names[v.path] for v in self.variables]
             zeros = lambda v: tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)  # noqa: E731
             self.exp_avg = [zeros(v) for v in self.variables]
