@@ -123,6 +123,7 @@ def test_tf_variables_map_onto_exactly_the_canonical_keys(arch):
         config = every_option(arch, head)
         expected = names.canonical_shapes(config, head)
         model = getattr(tf_backend, names.HEAD_CLASSES[head])(config)
+        assert model.head == head
         assert list(model.canonical_variables()) == list(expected), head
         assert model.canonical_shapes() == expected, head
 

@@ -118,16 +118,6 @@ def assert_outputs_match(ours, theirs, head):
 # ------------------------------------------------------------------------------------------ weights
 
 
-@pytest.mark.parametrize("arch", ["base", "stable"])
-@pytest.mark.parametrize("head", HEADS)
-def test_key_set_is_canonical(arch, head):
-    names = pytest.importorskip("wav2vec2.spec.names")
-    config = small_config(arch, use_weighted_layer_sum=head in ("sequence_classification", "xvector"))
-    model = getattr(W, CLASS_NAMES[head])(config)
-    assert model.head == head
-    assert model.canonical_shapes() == {k: tuple(v) for k, v in names.canonical_shapes(config, head).items()}
-
-
 @pytest.mark.parametrize(
     "overrides",
     [dict(add_adapter=True, output_hidden_size=12, num_adapter_layers=2), dict(adapter_attn_dim=4), dict(mask_time_prob=0.0)],
