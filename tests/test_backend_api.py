@@ -14,7 +14,7 @@ This file is the contract, and docs/design.md restates it in prose:
    in constructors).
 4. The same public methods with the same signatures: from_pretrained, save_pretrained,
    canonical_state_dict, load_canonical_state_dict, freeze_feature_encoder,
-   gradient_checkpointing_enable/disable (not yet in TensorFlow: ``MISSING``), freeze_base_model
+   gradient_checkpointing_enable/disable, freeze_base_model
    on every head, load_adapter on the CTC head, set_gumbel_temperature on pretraining.
 5. Loading, saving and adapters are wav2vec2.pretrained, written once: a save leaves exactly one set
    of weight files and ``architectures`` in config.json; a load reads any format, bfloat16 included;
@@ -61,11 +61,6 @@ FRAMEWORK_EXTRAS = {
     "torch": set(),
     "tensorflow": {"training", "kwargs"},
     "flax": {"params", "dropout_rng", "train", "gumbel_rng", "spec_augment_rng", "seed", "dtype"},
-}
-# Methods a backend does not have yet, with the reason (docs/design.md repeats them).
-MISSING = {
-    ("tensorflow", "gradient_checkpointing_enable"): "Keras 3 dropout seeds advance when a layer is recomputed",
-    ("tensorflow", "gradient_checkpointing_disable"): "see gradient_checkpointing_enable",
 }
 METHODS = {
     "from_pretrained": MODEL_CLASSES, "save_pretrained": MODEL_CLASSES, "canonical_state_dict": MODEL_CLASSES,
@@ -131,9 +126,6 @@ def test_the_same_public_methods_with_the_same_signatures(method):
         signatures = {}
         for name, backend in BACKENDS.items():
             cls = getattr(backend, class_name)
-            if (name, method) in MISSING:
-                assert not hasattr(cls, method), f"{name} has {method} now: remove it from MISSING"
-                continue
             assert hasattr(cls, method), (name, class_name, method)
             shared, _ = _parameters(getattr(cls, method), name)
             if method == "save_pretrained":  # the native format is each backend's own default
