@@ -12,6 +12,7 @@ optax = pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
 
 from wav2vec2.backends import flax as wf  # noqa: E402
+from wav2vec2.backends.flax import modeling  # noqa: E402
 from wav2vec2.spec.lengths import feat_extract_output_lengths  # noqa: E402
 from wav2vec2.spec.masking import spec_augment_masks  # noqa: E402
 
@@ -86,6 +87,72 @@ def test_layerdrop_one_skips_every_layer(arch):
         np.testing.assert_array_equal(hidden, out.hidden_states[0])
     eval_out = model(audio(), output_hidden_states=True)
     assert differs(eval_out.hidden_states[-2], eval_out.hidden_states[0])
+
+
+def _skipped_count_frequencies(counts, num_layers):
+    return np.bincount(counts, minlength=num_layers + 1) / len(counts)
+
+
+def test_conv_adapter_layerdrop_skips_each_layer_with_probability_layerdrop_as_torch():
+    """Each adapter layer is skipped independently with probability layerdrop (the reference's rule,
+    drawn per layer): the number skipped is Binomial(layers, layerdrop) in Flax and in torch."""
+    torch = pytest.importorskip("torch")
+    from wav2vec2.backends.torch import modeling as torch_modeling
+
+    p, draws = 0.3, 400
+    config = small_config("base", add_adapter=True, num_adapter_layers=2, layerdrop=p)
+    expected = np.array([(1 - p) ** 2, 2 * p * (1 - p), p**2])  # 0, 1 or 2 layers skipped
+    tolerance = 4 * np.sqrt(expected * (1 - expected) / draws)
+
+    skipped = np.array([modeling.adapter_layers_skipped(config, jax.random.key(i)) for i in range(draws)])
+    assert skipped.shape == (draws, 2)
+    np.testing.assert_array_less(np.abs(_skipped_count_frequencies(skipped.sum(1), 2) - expected), tolerance)
+    assert abs((skipped[:, 0] & skipped[:, 1]).mean() - p**2) < tolerance[2]  # independent layers
+
+    torch.manual_seed(0)
+    adapter = torch_modeling.Adapter(config).train()
+    hidden = torch.zeros(1, 16, config.hidden_size)  # 16 frames: 4 after both layers, 8 after one
+    with torch.no_grad():
+        frames = np.array([adapter(hidden).shape[1] for _ in range(draws)])
+    counts = np.log2(frames // 4).astype(int)
+    np.testing.assert_array_less(np.abs(_skipped_count_frequencies(counts, 2) - expected), tolerance)
+
+
+def test_conv_adapter_layerdrop_runs_exactly_the_layers_not_skipped():
+    config = small_config("base", **{**NO_DROPOUT, "add_adapter": True, "num_adapter_layers": 2, "layerdrop": 0.5})
+    params = wf.Wav2Vec2Model(config).params["adapter"]
+    hidden = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12, config.hidden_size)), jnp.float32)
+    adapter = modeling.Adapter(config)
+    # The oracle: a one-layer adapter holding the second layer's weights, in evaluation.
+    second_only = modeling.Adapter(config.replace(num_adapter_layers=1)).apply(
+        {"params": {"layers_0": params["layers_1"]}}, hidden
+    )
+    run = jax.jit(lambda h: adapter.apply({"params": params}, h, deterministic=False, skipped=(True, False)))
+    np.testing.assert_array_equal(run(hidden), second_only)
+    np.testing.assert_array_equal(
+        adapter.apply({"params": params}, hidden, deterministic=False, skipped=(True, True)), hidden
+    )
+    np.testing.assert_array_equal(  # evaluation runs every layer
+        adapter.apply({"params": params}, hidden, skipped=(True, True)), adapter.apply({"params": params}, hidden)
+    )
+    with pytest.raises(ValueError, match="needs adapter_skipped, 2 bools"):
+        adapter.apply({"params": params}, hidden, deterministic=False)
+    with pytest.raises(ValueError, match="must be made outside jit"):
+        jax.jit(lambda key: modeling.adapter_layers_skipped(config, key))(KEY)
+
+
+def test_conv_adapter_layerdrop_in_a_training_call_changes_the_output_length():
+    config = small_config("base", **{**NO_DROPOUT, "add_adapter": True, "num_adapter_layers": 1, "layerdrop": 0.5})
+    model = wf.Wav2Vec2ForCTC(config)
+    x = audio(samples=800)
+    full = feat_extract_output_lengths(config, x.shape[1], add_adapter=True)
+    skipped = feat_extract_output_lengths(config, x.shape[1], add_adapter=False)
+    lengths = {model(x, train=True, dropout_rng=jax.random.key(i)).logits.shape[1] for i in range(8)}
+    assert lengths == {full, skipped}
+    assert model(x).logits.shape[1] == full
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(model(x, train=True, dropout_rng=key).logits,
+                                  model(x, train=True, dropout_rng=key).logits)
 
 
 def test_spec_augment_in_training_uses_the_spec_layer_masks():

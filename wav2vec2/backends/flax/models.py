@@ -85,11 +85,13 @@ class Wav2Vec2PreTrainedModel:
         """Build the linen module from config and options, and the jitted forward that uses it."""
         self.module = self.module_class(self.config, self.dtype, **self._options)
         self._jitted_apply = jax.jit(
-            self._apply, static_argnames=("train", "output_hidden_states", "output_attentions")
+            self._apply, static_argnames=("train", "output_hidden_states", "output_attentions", "adapter_skipped")
         )
 
-    def _apply(self, params, inputs, rngs, train, output_hidden_states, output_attentions):
-        return self.module.apply(
+    def _apply(self, params, inputs, rngs, train, output_hidden_states, output_attentions, adapter_skipped=()):
+        # Each pattern of skipped conv-adapter layers is a shape of its own: one compilation each.
+        module = self.module.clone(adapter_skipped=adapter_skipped) if adapter_skipped else self.module
+        return module.apply(
             {"params": params}, **inputs, deterministic=not train, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions, rngs=rngs,
         )
@@ -143,6 +145,13 @@ class Wav2Vec2PreTrainedModel:
         dropout, layerdrop, gumbel = jax.random.split(dropout_rng, 3)
         return {"dropout": dropout, "layerdrop": layerdrop, "gumbel": gumbel if gumbel_rng is None else gumbel_rng}
 
+    def _adapter_skipped(self, rngs):
+        """The conv adapter layers LayerDrop skips in this call (modeling.adapter_layers_skipped), drawn
+        here, outside jit, from the "layerdrop" key: a skipped layer changes the output length."""
+        if not rngs:
+            return ()
+        return modeling.adapter_layers_skipped(self.config, rngs["layerdrop"])
+
     def _masks(self, inputs, train, mask_time_indices, spec_augment_rng, dropout_rng):
         """SpecAugment masks: the given time mask, else in training draw both with wav2vec2.spec.masking."""
         batch, samples = inputs["input_values"].shape
@@ -190,7 +199,8 @@ class Wav2Vec2PreTrainedModel:
             mask_feature = mask_feature_indices if self.config.mask_feature_prob > 0 else None
         inputs.update(mask_time_indices=mask_time, mask_feature_indices=mask_feature)
         return self._jitted_apply(
-            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions
+            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions,
+            self._adapter_skipped(rngs),
         )
 
     # ---------------------------------------------------------------------------- weights
@@ -413,5 +423,6 @@ class Wav2Vec2ForPreTraining(_HeadModel):
             gumbel_temperature=jnp.float32(self.gumbel_temperature), gumbel_noise=gumbel_noise,
         )
         return self._jitted_apply(
-            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions
+            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions,
+            self._adapter_skipped(rngs),
         )
