@@ -352,6 +352,61 @@ def test_classification_heads_take_mask_time_indices_in_every_backend():
     np.testing.assert_allclose(logits["flax"], logits["torch"], atol=1e-4)
 
 
+# ------------------------------------------------------------------------------------ default randomness
+def _seeded_training_forward(name, model, x, mask, seed):
+    """The bare model's training output after seeding the framework as one seeds its dropout."""
+    if name == "torch":
+        torch.manual_seed(seed)
+        model.train()
+        try:
+            return _numpy(model(x, mask).last_hidden_state)
+        finally:
+            model.eval()
+    if name == "tensorflow":
+        from wav2vec2.backends.tensorflow.training import _seed_generators
+
+        for index, generator in enumerate(_seed_generators(model)):  # as the trainer reseeds every update
+            generator.state.assign(np.array([seed, index], dtype=generator.state.dtype))
+        return _numpy(model(x, mask, training=True).last_hidden_state)
+    import jax
+
+    return _numpy(model(x, mask, train=True, dropout_rng=jax.random.key(seed)).last_hidden_state)
+
+
+def test_spec_augment_masks_not_passed_are_drawn_by_the_spec_layer_seeded_by_each_framework(monkeypatch):
+    """Masks neither passed nor given a Generator: every backend draws them with wav2vec2.spec.masking,
+    with the Generator masking.seeded_generator makes from its framework's random state; so seeding the
+    framework reproduces them, and one Generator makes the three backends draw the same masks."""
+    from wav2vec2.spec import masking
+
+    config = small_config("base", mask_time_prob=0.5, mask_feature_prob=0.3, mask_feature_length=2, hidden_dropout=0.0,
+                          attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+    x, mask = _batch(config, np.random.default_rng(5))
+    models = _models("model", config)
+    seeded_generator = masking.seeded_generator
+    words = []
+
+    def recorded(seed):
+        words.append(np.asarray(seed).tolist())
+        return seeded_generator(seed)
+
+    monkeypatch.setattr(masking, "seeded_generator", recorded)
+    for name, model in models.items():
+        words.clear()
+        first = _seeded_training_forward(name, model, x, mask, seed=1)
+        again = _seeded_training_forward(name, model, x, mask, seed=1)
+        other = _seeded_training_forward(name, model, x, mask, seed=2)
+        assert len(words) == 3 and words[0] == words[1] != words[2], (name, words)
+        np.testing.assert_array_equal(again, first, err_msg=name)
+        assert not np.allclose(other, first), name
+        assert not np.allclose(first, _numpy(model(x, mask).last_hidden_state)), name  # masks were applied
+
+    monkeypatch.setattr(masking, "seeded_generator", lambda seed: np.random.default_rng(7))
+    outputs = {name: _seeded_training_forward(name, model, x, mask, seed=1) for name, model in models.items()}
+    np.testing.assert_allclose(outputs["tensorflow"], outputs["torch"], atol=1e-4)
+    np.testing.assert_allclose(outputs["flax"], outputs["torch"], atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------ framework transforms
 @pytest.fixture(scope="module")
 def flax_ctc():

@@ -18,7 +18,7 @@ import numpy as np
 
 from ... import pretrained
 from ...config import Wav2Vec2Config
-from ...spec import checks
+from ...spec import checks, masking
 from ...spec.lengths import feat_extract_output_lengths, min_input_length
 from ...spec.masking import spec_augment_masks
 from . import modeling, weights
@@ -161,9 +161,13 @@ class Wav2Vec2PreTrainedModel:
             mask_time_indices = _as_array(mask_time_indices, "mask_time_indices").astype(bool)
             checks.frame_input("mask_time_indices", mask_time_indices.shape, (batch, frames))
             checks.masked_spec_embed(self.config)
-        elif train and self.config.apply_spec_augment:
-            if spec_augment_rng is None:  # derived from the dropout key, so one key reproduces a step
-                spec_augment_rng = np.random.default_rng(np.asarray(jax.random.key_data(dropout_rng)).ravel())
+        elif train and self.config.apply_spec_augment and (self.config.mask_time_prob or self.config.mask_feature_prob):
+            if spec_augment_rng is None:  # seeded from the dropout key, so one key reproduces a step
+                key_data = _concrete(jax.random.key_data(dropout_rng))
+                if key_data is None:
+                    raise ValueError("SpecAugment masks are drawn with NumPy, seeded from dropout_rng; inside a jax "
+                                     "trace pass spec_augment_rng (a numpy Generator) or the masks instead")
+                spec_augment_rng = masking.seeded_generator(key_data)
             valid = None
             if inputs.get("attention_mask") is not None:
                 mask = _concrete(inputs["attention_mask"])

@@ -908,7 +908,8 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             self.masked_spec_embed = None
         self.encoder = Encoder(config)
         self.adapter = Adapter(config) if config.add_adapter else None
-        self.spec_augment_rng = np.random.default_rng()  # used when training draws its own masks
+        # Seeds the NumPy Generator of SpecAugment masks drawn here (as the dropout seed generators are seeded)
+        self.spec_augment_seed_generator = keras.random.SeedGenerator()
         self._build_weights()
 
     def _body(self):
@@ -920,8 +921,9 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
     ):
         """SpecAugment (training, apply_spec_augment): ``mask_time_indices`` (B, T) and ``mask_feature_indices``
         (B, C) as computed by wav2vec2.spec.masking; those not given are drawn here with the NumPy
-        Generator ``spec_augment_rng`` (default ``self.spec_augment_rng``). A given time mask applies in
-        eval mode too, like the reference. Under XLA pass the masks: drawing them calls into NumPy."""
+        Generator ``spec_augment_rng``, by default one seeded per call from the model's Keras
+        ``spec_augment_seed_generator`` (wav2vec2.spec.masking.seeded_generator). A given time mask applies
+        in eval mode too, like the reference. Under XLA pass the masks: drawing them calls into NumPy."""
         input_values, attention_mask = _check_inputs(self.config, input_values, attention_mask)
         extract_features = self.feature_encoder(input_values, training=training)  # (B, T, C_conv)
         frame_mask = None
@@ -965,22 +967,23 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
 
     def _draw_spec_augment(self, hidden_states, frame_mask, rng):
         """Masks from the NumPy spec layer, drawn at run time (also inside tf.function, not under XLA)."""
-        rng = self.spec_augment_rng if rng is None else rng
         config = self.config
         shape = tf.shape(hidden_states)
         if frame_mask is None:
             frame_mask = tf.ones(shape[:2], tf.bool)
+        seed = self.spec_augment_seed_generator.next() if rng is None else tf.zeros((2,), tf.int64)  # unused then
 
-        def draw(frame_mask):
+        def draw(frame_mask, seed):
             batch, frames = frame_mask.shape
             time_mask, feature_mask = masking.spec_augment_masks(
-                config, batch, frames, rng=rng, frame_attention_mask=frame_mask
+                config, batch, frames, rng=masking.seeded_generator(seed) if rng is None else rng,
+                frame_attention_mask=frame_mask,
             )
             time_mask = np.zeros((batch, frames), bool) if time_mask is None else time_mask
             feature_mask = np.zeros((batch, config.hidden_size), bool) if feature_mask is None else feature_mask
             return time_mask, feature_mask
 
-        time_mask, feature_mask = tf.numpy_function(draw, [frame_mask], (tf.bool, tf.bool), stateful=True)
+        time_mask, feature_mask = tf.numpy_function(draw, [frame_mask, seed], (tf.bool, tf.bool), stateful=True)
         time_mask.set_shape(hidden_states.shape[:2])
         feature_mask.set_shape((hidden_states.shape[0], config.hidden_size))
         return time_mask, feature_mask
