@@ -169,7 +169,8 @@ def test_spec_augment_in_training_uses_the_spec_layer_masks():
     expected = model.module.apply(
         {"params": model.params}, x, mask_time_indices=time_mask, mask_feature_indices=feature_mask
     )
-    np.testing.assert_allclose(trained.last_hidden_state, expected.last_hidden_state, atol=1e-6)
+    # jitted and op-by-op forwards differ by float rounding (1.1e-6 measured here)
+    np.testing.assert_allclose(trained.last_hidden_state, expected.last_hidden_state, atol=1e-5)
     assert differs(trained.last_hidden_state, model(x).last_hidden_state)
 
 

@@ -164,12 +164,14 @@ class ConvLayer(nn.Module):
 class FeatureEncoder(nn.Module):
     config: Wav2Vec2Config
     dtype: Any = jnp.float32
+    remat: bool = False  # rematerialise each conv layer in the backward pass
 
     @nn.compact
     def __call__(self, input_values):  # (batch, samples) -> (batch, frames, conv_dim[-1])
         x = input_values.astype(self.dtype)[:, :, None]
+        layer_class = nn.remat(ConvLayer) if self.remat else ConvLayer
         for i in range(self.config.num_feat_extract_layers):
-            x = ConvLayer(self.config, i, self.dtype, name=f"conv_layers_{i}")(x)
+            x = layer_class(self.config, i, self.dtype, name=f"conv_layers_{i}")(x)
         return x
 
 
@@ -604,7 +606,7 @@ class Wav2Vec2Module(nn.Module):
     """The bare model: conv feature encoder, projection, SpecAugment, transformer, conv adapter.
 
     freeze_feature_encoder stops gradients at the conv parameters (inputs still get gradients);
-    gradient_checkpointing rematerialises each encoder layer in the backward pass; adapter_skipped:
+    gradient_checkpointing rematerialises each conv and encoder layer in the backward pass; adapter_skipped:
     the conv adapter layers LayerDrop skips in this training call (see adapter_layers_skipped).
     """
 
@@ -633,7 +635,7 @@ class Wav2Vec2Module(nn.Module):
         feature_encoder = FeatureEncoder
         if self.freeze_feature_encoder:
             feature_encoder = nn.map_variables(FeatureEncoder, "params", trans_in_fn=_stop_gradient, init=True)
-        features = feature_encoder(config, self.dtype, name="feature_extractor")(input_values)
+        features = feature_encoder(config, self.dtype, self.gradient_checkpointing, name="feature_extractor")(input_values)
 
         frames_valid = None
         if attention_mask is not None:

@@ -108,7 +108,7 @@ class Wav2Vec2PreTrainedModel:
         return jax.eval_shape(lambda: self.module.init({"params": jax.random.key(0)}, **self._dummy_inputs()))["params"]
 
     def gradient_checkpointing_enable(self):
-        """Rematerialise every encoder layer in the backward pass (nn.remat)."""
+        """Rematerialise every conv and encoder layer in the backward pass (nn.remat), as torch checkpoints them."""
         self._options["gradient_checkpointing"] = True
         self._rebuild()
 
