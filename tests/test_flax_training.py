@@ -223,7 +223,8 @@ def test_freeze_feature_encoder_and_base_model_and_remat():
 
     model.gradient_checkpointing_enable()
     remat_grads, _ = ctc_grads(model, x, labels)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, remat_grads)
+    # XLA fuses the recomputation differently: float rounding (1.5e-6 relative measured here)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, remat_grads)
 
     model.freeze_feature_encoder()
     frozen, frozen_input_grads = ctc_grads(model, x, labels)
@@ -236,6 +237,29 @@ def test_freeze_feature_encoder_and_base_model_and_remat():
     frozen, _ = ctc_grads(model, x, labels)
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(frozen["wav2vec2"]))
     assert np.abs(frozen["lm_head"]["kernel"]).max() > 0
+
+
+def test_remat_recomputes_with_the_same_dropout_and_layerdrop():
+    config = small_config("base", **{**NO_DROPOUT, "hidden_dropout": 0.2, "attention_dropout": 0.2,
+                                     "activation_dropout": 0.2, "layerdrop": 0.4, "num_hidden_layers": 3})
+    model = wf.Wav2Vec2ForCTC(config)
+    x, labels = ctc_batch(config)
+    rngs = {"dropout": jax.random.key(3), "layerdrop": jax.random.key(4)}
+
+    def loss_and_grads(module):
+        def loss_fn(params):
+            return module.apply({"params": params}, x, labels=labels, deterministic=False, rngs=rngs).loss
+
+        return jax.jit(jax.value_and_grad(loss_fn))(model.params)
+
+    loss, grads = loss_and_grads(model.module)
+    model.gradient_checkpointing_enable()
+    remat_loss, remat_grads = loss_and_grads(model.module)
+    np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+    # XLA fuses the recomputation differently: float rounding (2e-6 relative measured here)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, remat_grads)
+    deterministic = model.module.apply({"params": model.params}, x, labels=labels).loss
+    assert abs(float(loss) - float(deterministic)) > 1e-3  # dropout and LayerDrop were on
 
 
 # ------------------------------------------------------------------------------ optax training

@@ -606,8 +606,9 @@ class Wav2Vec2Module(nn.Module):
     """The bare model: conv feature encoder, projection, SpecAugment, transformer, conv adapter.
 
     freeze_feature_encoder stops gradients at the conv parameters (inputs still get gradients);
-    gradient_checkpointing rematerialises each conv and encoder layer in the backward pass; adapter_skipped:
-    the conv adapter layers LayerDrop skips in this training call (see adapter_layers_skipped).
+    gradient_checkpointing rematerialises each conv and encoder layer in the backward pass;
+    adapter_skipped: the conv adapter layers LayerDrop skips in this training call (see
+    adapter_layers_skipped).
     """
 
     config: Wav2Vec2Config
@@ -635,7 +636,8 @@ class Wav2Vec2Module(nn.Module):
         feature_encoder = FeatureEncoder
         if self.freeze_feature_encoder:
             feature_encoder = nn.map_variables(FeatureEncoder, "params", trans_in_fn=_stop_gradient, init=True)
-        features = feature_encoder(config, self.dtype, self.gradient_checkpointing, name="feature_extractor")(input_values)
+        feature_encoder = feature_encoder(config, self.dtype, remat=self.gradient_checkpointing, name="feature_extractor")
+        features = feature_encoder(input_values)
 
         frames_valid = None
         if attention_mask is not None:
