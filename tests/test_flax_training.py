@@ -230,8 +230,8 @@ def test_freeze_feature_encoder_and_base_model_and_remat():
     frozen, frozen_input_grads = ctc_grads(model, x, labels)
     conv = frozen["wav2vec2"]["feature_extractor"]
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(conv))
-    np.testing.assert_allclose(frozen["lm_head"]["kernel"], grads["lm_head"]["kernel"], atol=1e-6)
-    np.testing.assert_allclose(frozen_input_grads, input_grads, atol=1e-6)  # inputs still get gradients
+    np.testing.assert_allclose(frozen["lm_head"]["kernel"], grads["lm_head"]["kernel"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(frozen_input_grads, input_grads, rtol=1e-5, atol=1e-6)  # inputs still get gradients
 
     model.freeze_base_model()
     frozen, _ = ctc_grads(model, x, labels)
