@@ -113,6 +113,19 @@ def test_gradient_checkpointing_recomputes_with_the_same_dropout_and_layerdrop(a
     assert step(seeds[0])[2] == plain[0][2]
 
 
+def test_the_trainer_keeps_gradient_checkpointing():
+    from wav2vec2.backends.tensorflow.training import TensorFlowTrainer
+    from wav2vec2.training.loop import TrainSettings
+
+    model = W.Wav2Vec2ForCTC(small_config("base"))
+    model.gradient_checkpointing_enable()
+    trainer = TensorFlowTrainer("ctc")
+    trainer.init(model, TrainSettings(max_steps=1))  # rebuilds the model in the strategy's scope
+    assert trainer.model is not model
+    assert trainer.model.wav2vec2.encoder.gradient_checkpointing
+    assert trainer.model.wav2vec2.feature_encoder.gradient_checkpointing
+
+
 def test_conv_adapter_layerdrop_trains_in_a_graph():
     config = small_config("base", layerdrop=0.5, add_adapter=True, num_adapter_layers=2)
     model = W.Wav2Vec2ForCTC(config)
