@@ -14,7 +14,7 @@ This file is the contract, and docs/design.md restates it in prose:
    in constructors).
 4. The same public methods with the same signatures: from_pretrained, save_pretrained,
    canonical_state_dict, load_canonical_state_dict, freeze_feature_encoder,
-   gradient_checkpointing_enable/disable (not yet in TensorFlow: ``MISSING``), freeze_base_model
+   gradient_checkpointing_enable/disable, freeze_base_model
    on every head, load_adapter on the CTC head, set_gumbel_temperature on pretraining.
 5. Loading, saving and adapters are wav2vec2.pretrained, written once: a save leaves exactly one set
    of weight files and ``architectures`` in config.json; a load reads any format, bfloat16 included;
@@ -61,11 +61,6 @@ FRAMEWORK_EXTRAS = {
     "torch": set(),
     "tensorflow": {"training", "kwargs"},
     "flax": {"params", "dropout_rng", "train", "gumbel_rng", "spec_augment_rng", "seed", "dtype"},
-}
-# Methods a backend does not have yet, with the reason (docs/design.md repeats them).
-MISSING = {
-    ("tensorflow", "gradient_checkpointing_enable"): "Keras 3 dropout seeds advance when a layer is recomputed",
-    ("tensorflow", "gradient_checkpointing_disable"): "see gradient_checkpointing_enable",
 }
 METHODS = {
     "from_pretrained": MODEL_CLASSES, "save_pretrained": MODEL_CLASSES, "canonical_state_dict": MODEL_CLASSES,
@@ -131,9 +126,6 @@ def test_the_same_public_methods_with_the_same_signatures(method):
         signatures = {}
         for name, backend in BACKENDS.items():
             cls = getattr(backend, class_name)
-            if (name, method) in MISSING:
-                assert not hasattr(cls, method), f"{name} has {method} now: remove it from MISSING"
-                continue
             assert hasattr(cls, method), (name, class_name, method)
             shared, _ = _parameters(getattr(cls, method), name)
             if method == "save_pretrained":  # the native format is each backend's own default
@@ -358,6 +350,61 @@ def test_classification_heads_take_mask_time_indices_in_every_backend():
         logits[name] = masked
     np.testing.assert_allclose(logits["tensorflow"], logits["torch"], atol=1e-4)
     np.testing.assert_allclose(logits["flax"], logits["torch"], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ default randomness
+def _seeded_training_forward(name, model, x, mask, seed):
+    """The bare model's training output after seeding the framework as one seeds its dropout."""
+    if name == "torch":
+        torch.manual_seed(seed)
+        model.train()
+        try:
+            return _numpy(model(x, mask).last_hidden_state)
+        finally:
+            model.eval()
+    if name == "tensorflow":
+        from wav2vec2.backends.tensorflow.training import _seed_generators
+
+        for index, generator in enumerate(_seed_generators(model)):  # as the trainer reseeds every update
+            generator.state.assign(np.array([seed, index], dtype=generator.state.dtype))
+        return _numpy(model(x, mask, training=True).last_hidden_state)
+    import jax
+
+    return _numpy(model(x, mask, train=True, dropout_rng=jax.random.key(seed)).last_hidden_state)
+
+
+def test_spec_augment_masks_not_passed_are_drawn_by_the_spec_layer_seeded_by_each_framework(monkeypatch):
+    """Masks neither passed nor given a Generator: every backend draws them with wav2vec2.spec.masking,
+    with the Generator masking.seeded_generator makes from its framework's random state; so seeding the
+    framework reproduces them, and one Generator makes the three backends draw the same masks."""
+    from wav2vec2.spec import masking
+
+    config = small_config("base", mask_time_prob=0.5, mask_feature_prob=0.3, mask_feature_length=2, hidden_dropout=0.0,
+                          attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+    x, mask = _batch(config, np.random.default_rng(5))
+    models = _models("model", config)
+    seeded_generator = masking.seeded_generator
+    words = []
+
+    def recorded(seed):
+        words.append(np.asarray(seed).tolist())
+        return seeded_generator(seed)
+
+    monkeypatch.setattr(masking, "seeded_generator", recorded)
+    for name, model in models.items():
+        words.clear()
+        first = _seeded_training_forward(name, model, x, mask, seed=1)
+        again = _seeded_training_forward(name, model, x, mask, seed=1)
+        other = _seeded_training_forward(name, model, x, mask, seed=2)
+        assert len(words) == 3 and words[0] == words[1] != words[2], (name, words)
+        np.testing.assert_array_equal(again, first, err_msg=name)
+        assert not np.allclose(other, first), name
+        assert not np.allclose(first, _numpy(model(x, mask).last_hidden_state)), name  # masks were applied
+
+    monkeypatch.setattr(masking, "seeded_generator", lambda seed: np.random.default_rng(7))
+    outputs = {name: _seeded_training_forward(name, model, x, mask, seed=1) for name, model in models.items()}
+    np.testing.assert_allclose(outputs["tensorflow"], outputs["torch"], atol=1e-4)
+    np.testing.assert_allclose(outputs["flax"], outputs["torch"], atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------ framework transforms

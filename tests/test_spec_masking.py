@@ -8,6 +8,7 @@ from tests.conftest import small_config
 from wav2vec2.spec.masking import (
     compute_span_mask,
     pretraining_mask,
+    seeded_generator,
     span_starts,
     spans_to_mask,
     spec_augment_masks,
@@ -218,3 +219,11 @@ def test_pretraining_mask_ignores_apply_spec_augment_and_defaults_to_no_minimum(
     mask = pretraining_mask(config, 3, 30, rng=np.random.default_rng(0), min_masks=2)
     assert mask.shape == (3, 30)
     assert (mask.sum(axis=1) >= 4).all()
+
+
+def test_seeded_generator_depends_only_on_the_integers_and_their_order():
+    """The backends seed it with torch int64 draws, Keras int64 seed states and JAX uint32 key data."""
+    expected = np.random.default_rng([3, 5]).random(4)  # NumPy's SeedSequence of the same integers
+    for words in (np.array([3, 5], np.uint32), np.array([3, 5], np.int64), np.array([[3], [5]]), [3, 5]):
+        np.testing.assert_array_equal(seeded_generator(words).random(4), expected)
+    assert not np.array_equal(seeded_generator([5, 3]).random(4), expected)

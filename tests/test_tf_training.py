@@ -1,4 +1,7 @@
-"""Training and export with the Keras 3 backend: XLA train steps on CPU, Keras fit, SavedModel export."""
+"""Training and export with the Keras 3 backend: XLA train steps on CPU, gradient checkpointing,
+Keras fit, SavedModel export."""
+import collections
+
 import numpy as np
 import pytest
 
@@ -8,6 +11,8 @@ keras = pytest.importorskip("keras")
 from conftest import HEADS, small_config  # noqa: E402
 from test_tf_modeling import CLASS_NAMES, frames, head_inputs, padded_batch  # noqa: E402
 from wav2vec2.backends import tensorflow as W  # noqa: E402
+from wav2vec2.backends.tensorflow import modeling  # noqa: E402
+from wav2vec2.backends.tensorflow.training import _seed_generators  # noqa: E402
 from wav2vec2.spec import masking  # noqa: E402
 
 
@@ -23,6 +28,8 @@ def test_xla_train_step_on_cpu(head):
         adapter_attn_dim=4 if head == "ctc" else None, add_adapter=head == "model", num_adapter_layers=1,
     )
     model = getattr(W, CLASS_NAMES[head])(config)
+    if head == "ctc":  # recomputed layers (with their LayerDrop conditional) compile too
+        model.gradient_checkpointing_enable()
     waveforms, attention_mask = padded_batch()
     inputs = head_inputs(config, head, np.random.default_rng(0))
     if head != "pretraining":  # under XLA, SpecAugment masks are inputs (drawing them calls NumPy)
@@ -53,6 +60,70 @@ def test_xla_train_step_on_cpu(head):
     pos_conv = "encoder.pos_conv_embed.conv.weight_v"
     key = pos_conv if head == "model" else "wav2vec2." + pos_conv
     assert not np.array_equal(before[key], model.canonical_state_dict()[key]), "positional conv got no update"
+
+
+def _reseed(model, seed):
+    """Every seed generator of the model to a fixed state, as the trainer does for each update."""
+    for index, generator in enumerate(_seed_generators(model)):
+        generator.state.assign(np.array([seed, index], dtype=generator.state.dtype))
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_gradient_checkpointing_recomputes_with_the_same_dropout_and_layerdrop(arch, monkeypatch):
+    config = small_config(
+        arch, num_hidden_layers=3, layerdrop=0.4, hidden_dropout=0.2, attention_dropout=0.2, activation_dropout=0.2,
+        mask_time_prob=0.0,
+    )
+    model = W.Wav2Vec2ForCTC(config)
+    waveforms, attention_mask = padded_batch()
+    labels = head_inputs(config, "ctc", np.random.default_rng(0))["labels"]
+    calls = collections.Counter()  # layer calls, forward and recomputed
+    for layer_class in (modeling.ConvLayer, modeling.StableEncoderLayer if arch == "stable" else modeling.EncoderLayer):
+        def counted(self, *args, _call=layer_class.call, **kwargs):
+            calls[type(self).__name__] += 1
+            return _call(self, *args, **kwargs)
+
+        monkeypatch.setattr(layer_class, "call", counted)
+
+    def step(seed):
+        _reseed(model, seed)
+        calls.clear()
+        with tf.GradientTape() as tape:
+            loss = model(waveforms, attention_mask=attention_mask, labels=labels, training=True).loss
+        gradients = tape.gradient(loss, model.trainable_variables)
+        return float(loss), [None if g is None else g.numpy() for g in gradients], dict(calls)
+
+    seeds = (3, 4)
+    plain = [step(seed) for seed in seeds]
+    model.gradient_checkpointing_enable()
+    checkpointed = [step(seed) for seed in seeds]
+    for (loss, gradients, plain_calls), (loss_ckpt, gradients_ckpt, ckpt_calls) in zip(plain, checkpointed):
+        assert loss_ckpt == loss  # the same dropout masks and LayerDrop draws: bit for bit
+        for g, g_ckpt in zip(gradients, gradients_ckpt):
+            assert (g is None) == (g_ckpt is None)
+            if g is not None:
+                np.testing.assert_array_equal(g_ckpt, g)
+        # every layer that ran forward ran again in the backward pass
+        assert ckpt_calls == {name: 2 * count for name, count in plain_calls.items()}
+    # dropout and LayerDrop were on: the draws change with the seed, and at least one layer was dropped
+    assert len({loss for loss, _, _ in plain}) == len(seeds)
+    layer_name = "StableEncoderLayer" if arch == "stable" else "EncoderLayer"
+    assert min(c[layer_name] for _, _, c in plain) < config.num_hidden_layers
+    model.gradient_checkpointing_disable()
+    assert step(seeds[0])[2] == plain[0][2]
+
+
+def test_the_trainer_keeps_gradient_checkpointing():
+    from wav2vec2.backends.tensorflow.training import TensorFlowTrainer
+    from wav2vec2.training.loop import TrainSettings
+
+    model = W.Wav2Vec2ForCTC(small_config("base"))
+    model.gradient_checkpointing_enable()
+    trainer = TensorFlowTrainer("ctc")
+    trainer.init(model, TrainSettings(max_steps=1))  # rebuilds the model in the strategy's scope
+    assert trainer.model is not model
+    assert trainer.model.wav2vec2.encoder.gradient_checkpointing
+    assert trainer.model.wav2vec2.feature_encoder.gradient_checkpointing
 
 
 def test_conv_adapter_layerdrop_trains_in_a_graph():

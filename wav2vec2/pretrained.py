@@ -44,17 +44,13 @@ def from_pretrained(cls, path_or_repo_id, target_lang: Optional[str] = None, con
     elif not isinstance(config, Wav2Vec2Config):
         raise ValueError(f"config must be a wav2vec2.Wav2Vec2Config, got {type(config).__name__}")
     # An old config.json's `gradient_checkpointing: true` turns checkpointing on (the key is consumed,
-    # as the reference does), where the backend has it.
+    # as the reference does).
     checkpointing = config.extra.get("gradient_checkpointing") is True
     if "gradient_checkpointing" in config.extra:
         config = config.replace(extra={k: v for k, v in config.extra.items() if k != "gradient_checkpointing"})
     model = cls(config, **build_kwargs)
     if checkpointing:
-        if hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
-        else:
-            logger.warning("%s: config.json asks for gradient_checkpointing, which this backend does not have",
-                           cls.__name__)
+        model.gradient_checkpointing_enable()
     report = match_state_dict(read_state_dict(path_or_repo_id, **hub_kwargs), canonical_shapes(config, cls.head))
     if report.missing:
         logger.warning("%s: weights not in %s, newly initialised: %s", cls.__name__, path_or_repo_id,

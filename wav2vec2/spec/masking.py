@@ -100,6 +100,14 @@ def compute_span_mask(
     return spans_to_mask(starts, shape, mask_length)
 
 
+def seeded_generator(seed) -> np.random.Generator:
+    """The Generator a backend draws SpecAugment masks with when the caller passes none, seeded per
+    call from non-negative integers (any shape) that the framework's own random state produced: torch's
+    generator, the model's Keras SeedGenerator, the Flax dropout key. Seeding a framework as one
+    seeds its dropout then reproduces its SpecAugment masks too."""
+    return np.random.default_rng(np.asarray(seed).astype(np.uint64).ravel())
+
+
 def spec_augment_masks(
     config, batch_size: int, num_frames: int, *, rng: np.random.Generator, frame_attention_mask=None
 ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:

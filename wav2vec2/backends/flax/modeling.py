@@ -3,7 +3,9 @@
 Every block takes the one ``Wav2Vec2Config`` and a compute ``dtype`` (parameters stay float32).
 Randomness is explicit: dropout draws from the ``"dropout"`` rng stream, LayerDrop from
 ``"layerdrop"`` and the Gumbel quantizer from ``"gumbel"``, and only when ``deterministic=False``.
-SpecAugment masks and pretraining negatives are inputs, computed by ``wav2vec2.spec``.
+SpecAugment masks and pretraining negatives are inputs, computed by ``wav2vec2.spec``. The conv
+adapter's LayerDrop changes the output length, so its draws are static: ``adapter_layers_skipped``
+makes them on the host and the body takes them as ``adapter_skipped``.
 
 Parameter names mirror the reference PyTorch state dict: a list element ``layers.3`` is the module
 ``layers_3``; Dense and Conv weights are ``kernel`` ((in, out) and (kernel, in, out)), norm weights
@@ -162,12 +164,14 @@ class ConvLayer(nn.Module):
 class FeatureEncoder(nn.Module):
     config: Wav2Vec2Config
     dtype: Any = jnp.float32
+    remat: bool = False  # rematerialise each conv layer in the backward pass
 
     @nn.compact
     def __call__(self, input_values):  # (batch, samples) -> (batch, frames, conv_dim[-1])
         x = input_values.astype(self.dtype)[:, :, None]
+        layer_class = nn.remat(ConvLayer) if self.remat else ConvLayer
         for i in range(self.config.num_feat_extract_layers):
-            x = ConvLayer(self.config, i, self.dtype, name=f"conv_layers_{i}")(x)
+            x = layer_class(self.config, i, self.dtype, name=f"conv_layers_{i}")(x)
         return x
 
 
@@ -398,24 +402,48 @@ class AdapterLayer(nn.Module):
         return nn.glu(x, axis=-1)
 
 
+def adapter_layers_skipped(config, key) -> Tuple[bool, ...]:
+    """The conv adapter's LayerDrop for one training call: layer i is skipped when the i-th uniform
+    drawn from ``key`` is below layerdrop, the rule of the other backends. A skipped strided layer
+    leaves the sequence longer and jit must know every shape, so the draws are concrete Python bools,
+    made outside jit (``key`` must not be traced) and given to the body as the static ``adapter_skipped``."""
+    if not config.add_adapter or config.layerdrop <= 0:
+        return ()
+    if isinstance(key, jax.core.Tracer):
+        raise ValueError(
+            "the conv adapter's LayerDrop changes the output length, so its draws must be made outside jit: "
+            "pass a concrete key (or train with layerdrop=0)"
+        )
+    draws = jax.device_get(jax.random.uniform(key, (config.num_adapter_layers,)))
+    return tuple(bool(u < config.layerdrop) for u in draws)
+
+
 class Adapter(nn.Module):
     """Strided GLU convs after the encoder (add_adapter), with a projection if the width changes.
 
-    Unlike the reference, no adapter layer is ever dropped in training: dropping one changes the
-    output length, which the CTC input lengths (and jit) assume fixed.
+    In training with layerdrop > 0, ``skipped`` (static: one bool per layer, from
+    adapter_layers_skipped) names the layers LayerDrop skips.
     """
 
     config: Wav2Vec2Config
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, deterministic: bool = True, skipped: Optional[Tuple[bool, ...]] = None):
         config = self.config
         if config.output_hidden_size != config.hidden_size:
             x = nn.Dense(config.output_hidden_size, dtype=self.dtype, kernel_init=dense_init(config), name="proj")(x)
             x = layer_norm(TORCH_NORM_EPS, self.dtype, "proj_layer_norm")(x)
+        if deterministic or config.layerdrop <= 0:
+            skipped = (False,) * config.num_adapter_layers
+        elif skipped is None or len(skipped) != config.num_adapter_layers:
+            raise ValueError(
+                f"training with the conv adapter's LayerDrop needs adapter_skipped, {config.num_adapter_layers} bools "
+                f"(modeling.adapter_layers_skipped(config, key)); got {skipped!r}"
+            )
         for i in range(config.num_adapter_layers):
-            x = AdapterLayer(config, self.dtype, name=f"layers_{i}")(x)
+            if not skipped[i]:
+                x = AdapterLayer(config, self.dtype, name=f"layers_{i}")(x)  # (batch, ceil(frames / stride), C)
         return x
 
 
@@ -578,13 +606,16 @@ class Wav2Vec2Module(nn.Module):
     """The bare model: conv feature encoder, projection, SpecAugment, transformer, conv adapter.
 
     freeze_feature_encoder stops gradients at the conv parameters (inputs still get gradients);
-    gradient_checkpointing rematerialises each encoder layer in the backward pass.
+    gradient_checkpointing rematerialises each conv and encoder layer in the backward pass;
+    adapter_skipped: the conv adapter layers LayerDrop skips in this training call (see
+    adapter_layers_skipped).
     """
 
     config: Wav2Vec2Config
     dtype: Any = jnp.float32
     freeze_feature_encoder: bool = False
     gradient_checkpointing: bool = False
+    adapter_skipped: Optional[Tuple[bool, ...]] = None
 
     @nn.compact
     def __call__(
@@ -605,7 +636,8 @@ class Wav2Vec2Module(nn.Module):
         feature_encoder = FeatureEncoder
         if self.freeze_feature_encoder:
             feature_encoder = nn.map_variables(FeatureEncoder, "params", trans_in_fn=_stop_gradient, init=True)
-        features = feature_encoder(config, self.dtype, name="feature_extractor")(input_values)
+        feature_encoder = feature_encoder(config, self.dtype, remat=self.gradient_checkpointing, name="feature_extractor")
+        features = feature_encoder(input_values)
 
         frames_valid = None
         if attention_mask is not None:
@@ -622,7 +654,7 @@ class Wav2Vec2Module(nn.Module):
             config, self.dtype, remat=self.gradient_checkpointing, name="encoder"
         )(hidden, frames_valid, deterministic, output_hidden_states, output_attentions)
         if config.add_adapter:
-            hidden = Adapter(config, self.dtype, name="adapter")(hidden)
+            hidden = Adapter(config, self.dtype, name="adapter")(hidden, deterministic, self.adapter_skipped)
         return Wav2Vec2BaseModelOutput(
             last_hidden_state=hidden, extract_features=features, hidden_states=hidden_states, attentions=attentions
         )
@@ -637,6 +669,7 @@ class _HeadModule(nn.Module):
     freeze_feature_encoder: bool = False
     freeze_base_model: bool = False
     gradient_checkpointing: bool = False
+    adapter_skipped: Optional[Tuple[bool, ...]] = None
 
     def run_base_model(self, input_values, attention_mask, deterministic, output_hidden_states,
                        output_attentions, mask_time_indices=None, mask_feature_indices=None):
@@ -644,7 +677,8 @@ class _HeadModule(nn.Module):
         if self.freeze_base_model:
             base_model_class = nn.map_variables(Wav2Vec2Module, "params", trans_in_fn=_stop_gradient, init=True)
         base_model = base_model_class(
-            self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, name="wav2vec2"
+            self.config, self.dtype, self.freeze_feature_encoder, self.gradient_checkpointing, self.adapter_skipped,
+            name="wav2vec2",
         )
         return base_model(
             input_values, attention_mask, mask_time_indices, mask_feature_indices, deterministic,

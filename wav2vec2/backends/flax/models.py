@@ -19,7 +19,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ... import pretrained
 from ...config import Wav2Vec2Config
-from ...spec import checks, names
+from ...spec import checks, masking, names
 from ...spec.lengths import feat_extract_output_lengths, min_input_length
 from ...spec.masking import spec_augment_masks
 from . import modeling
@@ -86,11 +86,13 @@ class Wav2Vec2PreTrainedModel:
         """Build the linen module from config and options, and the jitted forward that uses it."""
         self.module = self.module_class(self.config, self.dtype, **self._options)
         self._jitted_apply = jax.jit(
-            self._apply, static_argnames=("train", "output_hidden_states", "output_attentions")
+            self._apply, static_argnames=("train", "output_hidden_states", "output_attentions", "adapter_skipped")
         )
 
-    def _apply(self, params, inputs, rngs, train, output_hidden_states, output_attentions):
-        return self.module.apply(
+    def _apply(self, params, inputs, rngs, train, output_hidden_states, output_attentions, adapter_skipped=()):
+        # Each pattern of skipped conv-adapter layers is a shape of its own: one compilation each.
+        module = self.module.clone(adapter_skipped=adapter_skipped) if adapter_skipped else self.module
+        return module.apply(
             {"params": params}, **inputs, deterministic=not train, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions, rngs=rngs,
         )
@@ -107,7 +109,7 @@ class Wav2Vec2PreTrainedModel:
         return jax.eval_shape(lambda: self.module.init({"params": jax.random.key(0)}, **self._dummy_inputs()))["params"]
 
     def gradient_checkpointing_enable(self):
-        """Rematerialise every encoder layer in the backward pass (nn.remat)."""
+        """Rematerialise every conv and encoder layer in the backward pass (nn.remat), as torch checkpoints them."""
         self._options["gradient_checkpointing"] = True
         self._rebuild()
 
@@ -144,6 +146,13 @@ class Wav2Vec2PreTrainedModel:
         dropout, layerdrop, gumbel = jax.random.split(dropout_rng, 3)
         return {"dropout": dropout, "layerdrop": layerdrop, "gumbel": gumbel if gumbel_rng is None else gumbel_rng}
 
+    def _adapter_skipped(self, rngs):
+        """The conv adapter layers LayerDrop skips in this call (modeling.adapter_layers_skipped), drawn
+        here, outside jit, from the "layerdrop" key: a skipped layer changes the output length."""
+        if not rngs:
+            return ()
+        return modeling.adapter_layers_skipped(self.config, rngs["layerdrop"])
+
     def _masks(self, inputs, train, mask_time_indices, spec_augment_rng, dropout_rng):
         """SpecAugment masks: the given time mask, else in training draw both with wav2vec2.spec.masking."""
         batch, samples = inputs["input_values"].shape
@@ -153,9 +162,13 @@ class Wav2Vec2PreTrainedModel:
             mask_time_indices = _as_array(mask_time_indices, "mask_time_indices").astype(bool)
             checks.frame_input("mask_time_indices", mask_time_indices.shape, (batch, frames))
             checks.masked_spec_embed(self.config)
-        elif train and self.config.apply_spec_augment:
-            if spec_augment_rng is None:  # derived from the dropout key, so one key reproduces a step
-                spec_augment_rng = np.random.default_rng(np.asarray(jax.random.key_data(dropout_rng)).ravel())
+        elif train and self.config.apply_spec_augment and (self.config.mask_time_prob or self.config.mask_feature_prob):
+            if spec_augment_rng is None:  # seeded from the dropout key, so one key reproduces a step
+                key_data = _concrete(jax.random.key_data(dropout_rng))
+                if key_data is None:
+                    raise ValueError("SpecAugment masks are drawn with NumPy, seeded from dropout_rng; inside a jax "
+                                     "trace pass spec_augment_rng (a numpy Generator) or the masks instead")
+                spec_augment_rng = masking.seeded_generator(key_data)
             valid = None
             if inputs.get("attention_mask") is not None:
                 mask = _concrete(inputs["attention_mask"])
@@ -191,7 +204,8 @@ class Wav2Vec2PreTrainedModel:
             mask_feature = mask_feature_indices if self.config.mask_feature_prob > 0 else None
         inputs.update(mask_time_indices=mask_time, mask_feature_indices=mask_feature)
         return self._jitted_apply(
-            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions
+            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions,
+            self._adapter_skipped(rngs),
         )
 
     # ---------------------------------------------------------------------------- weights
@@ -428,5 +442,6 @@ class Wav2Vec2ForPreTraining(_HeadModel):
             gumbel_temperature=jnp.float32(self.gumbel_temperature), gumbel_noise=gumbel_noise,
         )
         return self._jitted_apply(
-            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions
+            self.params if params is None else params, inputs, rngs, train, output_hidden_states, output_attentions,
+            self._adapter_skipped(rngs),
         )

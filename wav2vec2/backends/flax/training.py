@@ -15,7 +15,9 @@ the NumPy batches of ``wav2vec2.training``: masks and negatives come in the batc
   few step functions rather than one per batch. Padding rows weigh 0 in the loss, which is
   computed here from the logits with the heads' own loss functions.
 - Randomness: dropout, LayerDrop and Gumbel keys come from ``parallel.step_seed`` per update
-  (folded with the micro-batch number): a resumed run draws the same keys.
+  (folded with the micro-batch number): a resumed run draws the same keys. The conv adapter's
+  LayerDrop is drawn on the host from the same key (``modeling.adapter_layers_skipped``): each
+  pattern of skipped layers is a static argument, compiled once.
 - Precision: ``precision="bf16"`` computes in bfloat16 (the module's dtype); parameters,
   gradients, optimizer state and losses stay float32.
 """
@@ -139,11 +141,12 @@ class FlaxTrainer:
         self.step_count = 0
         module, config, task = model.module, model.config, self.task
 
-        def grad_fn(params, batch, weights, scale, key, temperature):
+        def grad_fn(params, batch, weights, scale, key, temperature, adapter_skipped):
             dropout, layerdrop, gumbel = jax.random.split(key, 3)
             rngs = {"dropout": dropout, "layerdrop": layerdrop, "gumbel": gumbel}
+            step_module = module.clone(adapter_skipped=adapter_skipped) if adapter_skipped else module
             return jax.value_and_grad(
-                lambda p: _loss(module, config, task, p, batch, weights, scale, rngs, temperature)
+                lambda p: _loss(step_module, config, task, p, batch, weights, scale, rngs, temperature)
             )(params)
 
         def update_fn(params, opt_state, grads, learning_rate, max_norm):
@@ -154,7 +157,7 @@ class FlaxTrainer:
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, norm
 
-        self._grad = jax.jit(grad_fn)
+        self._grad = jax.jit(grad_fn, static_argnames="adapter_skipped")
         self._add = jax.jit(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b))
         self._update = jax.jit(update_fn, donate_argnums=(0, 1))
 
@@ -184,8 +187,10 @@ class FlaxTrainer:
         for number, batch in enumerate(batches):
             scale = parallel.pretraining_scale(batch) if self.task == "pretraining" else 1.0
             arrays, weights = self._device_batch(batch)
-            loss, g = self._grad(self.params, arrays, weights, jnp.float32(scale), jax.random.fold_in(key, number),
-                                 temperature)
+            micro_key = jax.random.fold_in(key, number)
+            adapter_skipped = modeling.adapter_layers_skipped(self.config, jax.random.split(micro_key, 3)[1])
+            loss, g = self._grad(self.params, arrays, weights, jnp.float32(scale), micro_key, temperature,
+                                 adapter_skipped=adapter_skipped)
             grads = g if grads is None else self._add(grads, g)
             total += float(loss)
         grads = jax.tree_util.tree_map(lambda g: g / len(batches), grads)

@@ -9,7 +9,9 @@
 
 Models are plain Keras models: ``tf.function(jit_compile=True)`` compiles forward and backward of every
 head on CPU. In training, SpecAugment masks come from wav2vec2.spec.masking (pass ``mask_time_indices``
-to compile with XLA; otherwise they are drawn with the NumPy Generator ``spec_augment_rng``).
+to compile with XLA; otherwise they are drawn with the NumPy Generator ``spec_augment_rng``, by default
+one seeded from the model's Keras seed generator). ``gradient_checkpointing_enable()`` recomputes the conv
+and encoder layers in the backward pass, with the dropout and LayerDrop draws they ran with.
 """
 from .modeling import (
     HeadOutput,

@@ -146,6 +146,27 @@ def _layer_norm(epsilon):
     return keras.layers.LayerNormalization(epsilon=epsilon)
 
 
+def _seeded_dropout(hidden_states, rate, seed):
+    """Dropout whose mask is a function of ``seed`` ((2,) int), or the identity when seed is None (eval).
+
+    A recomputed layer (gradient checkpointing) gets the seed it ran with, so it draws the same masks.
+    """
+    if seed is None or rate == 0.0:
+        return hidden_states
+    if rate == 1.0:
+        return tf.zeros_like(hidden_states)
+    return tf.nn.experimental.stateless_dropout(hidden_states, rate=rate, seed=seed)
+
+
+def _layer_seeds(seed, count):
+    """``count`` independent (2,) int32 seeds from one, or Nones (eval)."""
+    if seed is None:
+        return (None,) * count
+    # Seed generators keep int64 state; XLA's stateless random ops take int32 seeds.
+    seed = tf.cast(tf.math.floormod(tf.cast(seed, tf.int64), tf.int32.max - 1), tf.int32)
+    return tf.unstack(tf.random.experimental.stateless_split(seed, count))
+
+
 def _frame_mask(config, attention_mask, num_frames, add_adapter):
     """Frame-level validity (B, T) bool from a sample-level attention mask (B, S)."""
     lengths = feat_extract_output_lengths(config, tf.reduce_sum(tf.cast(attention_mask, tf.int32), -1), add_adapter)
@@ -229,12 +250,16 @@ class FeatureEncoder(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.conv_layers = [ConvLayer(config, i) for i in range(config.num_feat_extract_layers)]
+        self.gradient_checkpointing = False
 
-    def call(self, input_values):
+    def call(self, input_values, training=False):
         # (B, S, 1); expand_dims, not [:, :, None]: TFLite has no builtin for a slice adding an axis
         hidden_states = tf.expand_dims(input_values, -1)
         for conv_layer in self.conv_layers:
-            hidden_states = conv_layer(hidden_states)
+            if self.gradient_checkpointing and training:
+                hidden_states = tf.recompute_grad(conv_layer)(hidden_states)
+            else:
+                hidden_states = conv_layer(hidden_states)
         return hidden_states
 
 
@@ -320,21 +345,23 @@ class Attention(keras.layers.Layer):
         self.v_proj = _dense(config.hidden_size, config)
         self.q_proj = _dense(config.hidden_size, config)
         self.out_proj = _dense(config.hidden_size, config)
-        self.dropout = keras.layers.Dropout(config.attention_dropout)
+        self.dropout_rate = config.attention_dropout
 
     def _split_heads(self, x):  # (B, T, C) -> (B, H, T, D)
         batch, frames = tf.shape(x)[0], tf.shape(x)[1]
         return tf.transpose(tf.reshape(x, (batch, frames, self.num_heads, self.head_dim)), (0, 2, 1, 3))
 
-    def call(self, hidden_states, attention_bias=None, training=False):
+    def call(self, hidden_states, attention_bias=None, seed=None):
+        """seed: (2,) int32 for the dropout of the attention weights in training, None in evaluation."""
         query = self._split_heads(self.q_proj(hidden_states) * self.scale)
         key = self._split_heads(self.k_proj(hidden_states))
         value = self._split_heads(self.v_proj(hidden_states))
         scores = tf.matmul(query, key, transpose_b=True)  # (B, H, T, T)
         if attention_bias is not None:
             scores = scores + attention_bias
-        weights = self.dropout(tf.nn.softmax(scores, axis=-1), training=training)
-        context = tf.transpose(tf.matmul(weights, value), (0, 2, 1, 3))  # (B, T, H, D)
+        weights = tf.nn.softmax(scores, axis=-1)
+        dropped = _seeded_dropout(weights, self.dropout_rate, seed)
+        context = tf.transpose(tf.matmul(dropped, value), (0, 2, 1, 3))  # (B, T, H, D)
         context = tf.reshape(context, tf.shape(hidden_states))  # (B, T, C)
         return self.out_proj(context), weights
 
@@ -344,33 +371,41 @@ class FeedForward(keras.layers.Layer):
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
-        self.intermediate_dropout = keras.layers.Dropout(config.activation_dropout)
+        self.intermediate_dropout_rate = config.activation_dropout
         self.intermediate_dense = _dense(config.intermediate_size, config)
         self.activation = _ACTIVATIONS[config.hidden_act]
         self.output_dense = _dense(config.hidden_size, config)
-        self.output_dropout = keras.layers.Dropout(config.hidden_dropout)
+        self.output_dropout_rate = config.hidden_dropout
 
-    def call(self, hidden_states, training=False):
+    def call(self, hidden_states, seed=None):
+        """seed: (2,) int32 for the two dropouts in training, None in evaluation."""
+        intermediate_seed, output_seed = _layer_seeds(seed, 2)
         hidden_states = self.activation(self.intermediate_dense(hidden_states))
-        hidden_states = self.intermediate_dropout(hidden_states, training=training)
-        return self.output_dropout(self.output_dense(hidden_states), training=training)
+        hidden_states = _seeded_dropout(hidden_states, self.intermediate_dropout_rate, intermediate_seed)
+        return _seeded_dropout(self.output_dense(hidden_states), self.output_dropout_rate, output_seed)
 
 
 class EncoderLayer(keras.layers.Layer):
-    """Post-norm transformer layer (wav2vec2-base style)."""
+    """Post-norm transformer layer (wav2vec2-base style).
+
+    Its dropout masks are a function of ``seed`` ((2,) int, drawn by the Encoder; None in evaluation),
+    never of a seed generator: a layer recomputed in the backward pass (gradient checkpointing)
+    must draw the masks it ran with.
+    """
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.attention = Attention(config)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout)
+        self.dropout_rate = config.hidden_dropout
         self.layer_norm = _layer_norm(config.layer_norm_eps)
         self.feed_forward = FeedForward(config)
         self.final_layer_norm = _layer_norm(config.layer_norm_eps)
 
-    def call(self, hidden_states, attention_bias=None, training=False):
-        attended, weights = self.attention(hidden_states, attention_bias, training=training)
-        hidden_states = self.layer_norm(hidden_states + self.dropout(attended, training=training))
-        hidden_states = hidden_states + self.feed_forward(hidden_states, training=training)
+    def call(self, hidden_states, attention_bias=None, seed=None):
+        attention_seed, dropout_seed, feed_forward_seed = _layer_seeds(seed, 3)
+        attended, weights = self.attention(hidden_states, attention_bias, seed=attention_seed)
+        hidden_states = self.layer_norm(hidden_states + _seeded_dropout(attended, self.dropout_rate, dropout_seed))
+        hidden_states = hidden_states + self.feed_forward(hidden_states, seed=feed_forward_seed)
         return self.final_layer_norm(hidden_states), weights
 
 
@@ -394,10 +429,11 @@ class StableEncoderLayer(EncoderLayer):
         super().__init__(config, **kwargs)
         self.adapter_layer = AttnAdapterLayer(config) if config.adapter_attn_dim is not None else None
 
-    def call(self, hidden_states, attention_bias=None, training=False):
-        attended, weights = self.attention(self.layer_norm(hidden_states), attention_bias, training=training)
-        hidden_states = hidden_states + self.dropout(attended, training=training)
-        hidden_states = hidden_states + self.feed_forward(self.final_layer_norm(hidden_states), training=training)
+    def call(self, hidden_states, attention_bias=None, seed=None):
+        attention_seed, dropout_seed, feed_forward_seed = _layer_seeds(seed, 3)
+        attended, weights = self.attention(self.layer_norm(hidden_states), attention_bias, seed=attention_seed)
+        hidden_states = hidden_states + _seeded_dropout(attended, self.dropout_rate, dropout_seed)
+        hidden_states = hidden_states + self.feed_forward(self.final_layer_norm(hidden_states), seed=feed_forward_seed)
         if self.adapter_layer is not None:
             hidden_states = hidden_states + self.adapter_layer(hidden_states)
         return hidden_states, weights
@@ -407,6 +443,8 @@ class Encoder(keras.layers.Layer):
     """Positional conv embedding plus the transformer layers. (B, T, C) -> (B, T, C).
 
     Post-norm (base) normalises after the positional embedding; pre-norm (stable) at the very end.
+    In training every layer call draws its LayerDrop decision and its dropout seed here, outside the
+    layer, so that with gradient_checkpointing (tf.recompute_grad) the recomputed layer is the one that ran.
     """
 
     def __init__(self, config, **kwargs):
@@ -419,6 +457,7 @@ class Encoder(keras.layers.Layer):
         layer_class = StableEncoderLayer if self.stable else EncoderLayer
         self.layers = [layer_class(config) for _ in range(config.num_hidden_layers)]
         self.seed_generator = keras.random.SeedGenerator()
+        self.gradient_checkpointing = False
 
     def call(self, hidden_states, frame_mask=None, training=False, output_hidden_states=False, output_attentions=False):
         attention_bias = None
@@ -437,7 +476,7 @@ class Encoder(keras.layers.Layer):
         all_hidden_states, all_attentions = [], []
         for layer in self.layers:
             all_hidden_states.append(hidden_states)
-            hidden_states, weights = self._run_layer(layer, hidden_states, attention_bias, training)
+            hidden_states, weights = self._run_layer(layer, hidden_states, attention_bias, training, output_attentions)
             all_attentions.append(weights)
         if self.stable:
             hidden_states = self.layer_norm(hidden_states)
@@ -448,14 +487,35 @@ class Encoder(keras.layers.Layer):
             tuple(all_attentions) if output_attentions else None,
         )
 
-    def _run_layer(self, layer, hidden_states, attention_bias, training):
-        if not (training and self.layerdrop > 0):
-            return layer(hidden_states, attention_bias, training=training)
+    def _run_layer(self, layer, hidden_states, attention_bias, training, output_attentions):
+        """(hidden states, attention weights or None) of one layer."""
+        seed = self.seed_generator.next() if training else None
         # LayerDrop: skip the whole layer with probability layerdrop (its attention weights read as 0).
-        skip = keras.random.uniform((), seed=self.seed_generator) < self.layerdrop
-        batch, frames = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
-        skipped = lambda: (hidden_states, tf.zeros((batch, layer.attention.num_heads, frames, frames), hidden_states.dtype))
-        return tf.cond(skip, skipped, lambda: layer(hidden_states, attention_bias, training=training))
+        skip = None
+        if training and self.layerdrop > 0:
+            skip = keras.random.uniform((), seed=self.seed_generator) < self.layerdrop
+
+        def run(hidden_states):
+            def layer_outputs():
+                outputs, weights = layer(hidden_states, attention_bias, seed=seed)
+                # Only what is returned is kept for the backward pass: without output_attentions,
+                # a checkpointed layer keeps none of its (B, H, T, T) weights.
+                return (outputs, weights) if output_attentions else outputs
+
+            def skipped():
+                if not output_attentions:
+                    return hidden_states
+                batch, frames = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
+                return hidden_states, tf.zeros((batch, layer.attention.num_heads, frames, frames), hidden_states.dtype)
+
+            return layer_outputs() if skip is None else tf.cond(skip, skipped, layer_outputs)
+
+        if self.gradient_checkpointing and training:
+            # The LayerDrop tf.cond sits inside the recomputed function: TensorFlow cannot take the
+            # gradient of a cond whose branch is a recompute_grad over variables.
+            run = tf.recompute_grad(run)
+        outputs = run(hidden_states)
+        return outputs if output_attentions else (outputs, None)
 
 
 class AdapterLayer(keras.layers.Layer):
@@ -662,6 +722,17 @@ class Wav2Vec2PreTrainedModel(keras.Model):
     def freeze_feature_encoder(self):
         self._body().feature_extractor.trainable = False
 
+    def gradient_checkpointing_enable(self):
+        """Recompute conv layers and encoder layers in the backward pass (tf.recompute_grad) instead of
+        storing their activations; dropout and LayerDrop draw the same as without. A tf.function
+        traced before the switch keeps what it traced."""
+        self._body().feature_extractor.gradient_checkpointing = True
+        self._body().encoder.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self):
+        self._body().feature_extractor.gradient_checkpointing = False
+        self._body().encoder.gradient_checkpointing = False
+
     def _body(self):
         return self.wav2vec2
 
@@ -742,7 +813,8 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
             self.masked_spec_embed = None
         self.encoder = Encoder(config)
         self.adapter = Adapter(config) if config.add_adapter else None
-        self.spec_augment_rng = np.random.default_rng()  # used when training draws its own masks
+        # Seeds the NumPy Generator of SpecAugment masks drawn here (as the dropout seed generators are seeded)
+        self.spec_augment_seed_generator = keras.random.SeedGenerator()
         self._build_weights()
 
     def _body(self):
@@ -754,10 +826,11 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
     ):
         """SpecAugment (training, apply_spec_augment): ``mask_time_indices`` (B, T) and ``mask_feature_indices``
         (B, C) as computed by wav2vec2.spec.masking; those not given are drawn here with the NumPy
-        Generator ``spec_augment_rng`` (default ``self.spec_augment_rng``). A given time mask applies in
-        eval mode too, like the reference. Under XLA pass the masks: drawing them calls into NumPy."""
+        Generator ``spec_augment_rng``, by default one seeded per call from the model's Keras
+        ``spec_augment_seed_generator`` (wav2vec2.spec.masking.seeded_generator). A given time mask applies
+        in eval mode too, like the reference. Under XLA pass the masks: drawing them calls into NumPy."""
         input_values, attention_mask = _check_inputs(self.config, input_values, attention_mask)
-        extract_features = self.feature_extractor(input_values)  # (B, T, C_conv)
+        extract_features = self.feature_extractor(input_values, training=training)  # (B, T, C_conv)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = _frame_mask(self.config, attention_mask, tf.shape(extract_features)[1], add_adapter=False)
@@ -799,22 +872,23 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
 
     def _draw_spec_augment(self, hidden_states, frame_mask, rng):
         """Masks from the NumPy spec layer, drawn at run time (also inside tf.function, not under XLA)."""
-        rng = self.spec_augment_rng if rng is None else rng
         config = self.config
         shape = tf.shape(hidden_states)
         if frame_mask is None:
             frame_mask = tf.ones(shape[:2], tf.bool)
+        seed = self.spec_augment_seed_generator.next() if rng is None else tf.zeros((2,), tf.int64)  # unused then
 
-        def draw(frame_mask):
+        def draw(frame_mask, seed):
             batch, frames = frame_mask.shape
             time_mask, feature_mask = masking.spec_augment_masks(
-                config, batch, frames, rng=rng, frame_attention_mask=frame_mask
+                config, batch, frames, rng=masking.seeded_generator(seed) if rng is None else rng,
+                frame_attention_mask=frame_mask,
             )
             time_mask = np.zeros((batch, frames), bool) if time_mask is None else time_mask
             feature_mask = np.zeros((batch, config.hidden_size), bool) if feature_mask is None else feature_mask
             return time_mask, feature_mask
 
-        time_mask, feature_mask = tf.numpy_function(draw, [frame_mask], (tf.bool, tf.bool), stateful=True)
+        time_mask, feature_mask = tf.numpy_function(draw, [frame_mask, seed], (tf.bool, tf.bool), stateful=True)
         time_mask.set_shape(hidden_states.shape[:2])
         feature_mask.set_shape((hidden_states.shape[0], config.hidden_size))
         return time_mask, feature_mask

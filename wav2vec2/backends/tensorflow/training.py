@@ -7,9 +7,10 @@ in the batch), under a ``tf.distribute`` strategy:
 - ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set (one process per machine), else
   ``MirroredStrategy`` over the local GPUs, or over the logical CPU devices when there are several
   (``tf.config.set_logical_device_configuration``), else the default strategy. The model is
-  rebuilt in the strategy's scope with the given model's weights. Each replica takes its rows of
-  every batch with the weights of ``wav2vec2.training.parallel``; the replicas' gradients are
-  summed, so N replicas make the update one replica makes with the same batch. Only worker 0 writes.
+  rebuilt in the strategy's scope with the given model's weights and gradient checkpointing switch.
+  Each replica takes its rows of every batch with the weights of ``wav2vec2.training.parallel``;
+  the replicas' gradients are summed, so N replicas make the update one replica makes with the same
+  batch. Only worker 0 writes.
 - The update is AdamW written out as in the PyTorch and Flax trainers (Keras' Adam folds epsilon
   differently): clipping of the global norm, decoupled weight decay except on biases and
   normalisation weights, float32 moments.
@@ -122,6 +123,8 @@ class TensorFlowTrainer:
             finally:
                 keras.config.set_dtype_policy(policy)
             self.model.load_canonical_state_dict(weights)
+            if model._body().encoder.gradient_checkpointing:
+                self.model.gradient_checkpointing_enable()
             if self.freeze_feature_encoder:
                 self.model.freeze_feature_encoder()
             self.variables = list(self.model.trainable_variables)

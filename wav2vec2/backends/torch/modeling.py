@@ -7,7 +7,8 @@ written canonically as ``weight_g`` / ``weight_v``.
 
 Randomness that the other backends must be able to reproduce (SpecAugment masks, pretraining masks,
 negatives) comes from ``wav2vec2.spec``; only dropout, LayerDrop and, when no noise is passed, the
-Gumbel noise of the quantizer use torch's own generator.
+Gumbel noise of the quantizer use torch's own generator. SpecAugment masks neither passed nor given a
+Generator are drawn by the spec layer with one seeded from torch's generator (``masking.seeded_generator``).
 
 LayerDrop and DistributedDataParallel: a skipped layer still adds 0 * (one entry of each of its
 parameters) to the hidden states, so every parameter gets a (zero) gradient on every step and DDP
@@ -32,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...config import Wav2Vec2Config
 from ... import pretrained
-from ...spec import checks
+from ...spec import checks, masking
 from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths
 from ...spec.masking import spec_augment_masks
 
@@ -769,13 +770,17 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         in training only, a given time mask always (as the reference)."""
         if not self.config.apply_spec_augment:
             return hidden
+        draw_time = mask_time_indices is None and self.config.mask_time_prob > 0
+        draw_features = mask_feature_indices is None and self.config.mask_feature_prob > 0
         if not self.training:
             mask_feature_indices = None
-        elif mask_time_indices is None or mask_feature_indices is None:
+        elif draw_time or draw_features:
             batch, frames, _ = hidden.shape
             valid = None if frames_valid is None else frames_valid.cpu().numpy()
+            if rng is None:  # seeded from torch's generator: torch.manual_seed reproduces it, as dropout
+                rng = masking.seeded_generator(torch.randint(2**62, (2,)).numpy())
             drawn_time, drawn_features = spec_augment_masks(
-                self.config, batch, frames, rng=rng or np.random.default_rng(), frame_attention_mask=valid
+                self.config, batch, frames, rng=rng, frame_attention_mask=valid
             )
             if mask_time_indices is None and drawn_time is not None:
                 mask_time_indices = torch.from_numpy(drawn_time).to(hidden.device)
@@ -806,7 +811,8 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         """input_values (batch, samples) float; attention_mask (batch, samples) 1 on real samples;
         mask_time_indices bool (batch, frames): frames to replace by masked_spec_embed;
         mask_feature_indices bool (batch, hidden): channels zeroed in training. Masks not given are
-        drawn in training with the NumPy Generator ``spec_augment_rng`` (a fresh one by default)."""
+        drawn in training with the NumPy Generator ``spec_augment_rng`` (by default one seeded from
+        torch's generator: wav2vec2.spec.masking.seeded_generator)."""
         input_values, attention_mask = self._prepare_inputs(input_values, attention_mask)
         features = self.feature_extractor(input_values).transpose(1, 2)  # (batch, frames, conv_dim[-1])
         batch, frames, _ = features.shape
