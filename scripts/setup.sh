@@ -29,3 +29,10 @@ fi
 
 export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/wav2vec2 conformance
+
+# The demo model (wav2vec2/demo_model: trained here by scripts/train_demo.sh, docs/training.md)
+# transcribes its examples, held-out sentences in held-out voices, in each backend: the same text.
+for backend in torch tensorflow flax; do
+  echo "demo model, $backend backend:"
+  .venv/bin/wav2vec2 transcribe --model demo --backend "$backend" --no-progress wav2vec2/demo_model/examples/*.flac
+done

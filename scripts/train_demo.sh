@@ -54,5 +54,18 @@ rm -rf "$staged" && mkdir -p "$staged"
 for f in config.json model.safetensors preprocessor_config.json vocab.json tokenizer_config.json special_tokens_map.json; do
   cp "$run/$f" "$staged/"
 done
+# Its examples: the first three test utterances (held-out sentences in held-out voices), which the
+# set-up's main job transcribes in every backend.
+"$python" - "$corpus" "$staged/examples" <<'PY'
+import json, os, shutil, sys
+corpus, examples = sys.argv[1:]
+os.makedirs(examples)
+with open(os.path.join(corpus, "test.jsonl")) as rows, open(os.path.join(examples, "examples.jsonl"), "w") as out:
+    for line in list(rows)[:3]:
+        row = json.loads(line)
+        name = os.path.basename(row["audio"])
+        shutil.copy(os.path.join(corpus, row["audio"]), os.path.join(examples, name))
+        out.write(json.dumps({"audio": name, "text": row["text"], "voice": row["voice"]}) + "\n")
+PY
 rm -rf "$demo" && mv "$staged" "$demo"
 echo "demo model in $demo"

@@ -123,7 +123,7 @@ def test_the_trainer_keeps_gradient_checkpointing():
     trainer.init(model, TrainSettings(max_steps=1))  # rebuilds the model in the strategy's scope
     assert trainer.model is not model
     assert trainer.model.wav2vec2.encoder.gradient_checkpointing
-    assert trainer.model.wav2vec2.feature_encoder.gradient_checkpointing
+    assert trainer.model.wav2vec2.feature_extractor.gradient_checkpointing
 
 
 def test_conv_adapter_layerdrop_trains_in_a_graph():
