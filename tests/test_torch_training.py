@@ -263,5 +263,5 @@ def test_inference_path_matches_autograd_path_and_sees_weight_updates():
         torch.testing.assert_close(fused, separate, atol=atol, rtol=rtol)
         outputs.append(fused)
         with torch.no_grad():
-            model.encoder.layers[0].attention.k_proj.weight.mul_(3.0)
+            model.encoder.layers[0].attention.v_proj.weight.mul_(3.0)  # v: the output moves with it
     assert not torch.allclose(outputs[0], outputs[1], atol=1e-4)
