@@ -402,6 +402,12 @@ class AdapterLayer(nn.Module):
         return nn.glu(x, axis=-1)
 
 
+def rng_streams(key) -> dict:
+    """The rng streams of a training call, split from one key: ``{"dropout", "layerdrop", "gumbel"}``."""
+    dropout, layerdrop, gumbel = jax.random.split(key, 3)
+    return {"dropout": dropout, "layerdrop": layerdrop, "gumbel": gumbel}
+
+
 def adapter_layers_skipped(config, key) -> Tuple[bool, ...]:
     """The conv adapter's LayerDrop for one training call: layer i is skipped when the i-th uniform
     drawn from ``key`` is below layerdrop, the rule of the other backends. A skipped strided layer

@@ -143,8 +143,8 @@ class Wav2Vec2PreTrainedModel:
             return {}
         if dropout_rng is None:
             raise ValueError("train=True needs an explicit dropout_rng (a jax.random key)")
-        dropout, layerdrop, gumbel = jax.random.split(dropout_rng, 3)
-        return {"dropout": dropout, "layerdrop": layerdrop, "gumbel": gumbel if gumbel_rng is None else gumbel_rng}
+        rngs = modeling.rng_streams(dropout_rng)
+        return rngs if gumbel_rng is None else {**rngs, "gumbel": gumbel_rng}
 
     def _adapter_skipped(self, rngs):
         """The conv adapter layers LayerDrop skips in this call (modeling.adapter_layers_skipped), drawn

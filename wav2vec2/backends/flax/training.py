@@ -142,8 +142,7 @@ class FlaxTrainer:
         module, config, task = model.module, model.config, self.task
 
         def grad_fn(params, batch, weights, scale, key, temperature, adapter_skipped):
-            dropout, layerdrop, gumbel = jax.random.split(key, 3)
-            rngs = {"dropout": dropout, "layerdrop": layerdrop, "gumbel": gumbel}
+            rngs = modeling.rng_streams(key)
             step_module = module.clone(adapter_skipped=adapter_skipped) if adapter_skipped else module
             return jax.value_and_grad(
                 lambda p: _loss(step_module, config, task, p, batch, weights, scale, rngs, temperature)
@@ -188,7 +187,7 @@ class FlaxTrainer:
             scale = parallel.pretraining_scale(batch) if self.task == "pretraining" else 1.0
             arrays, weights = self._device_batch(batch)
             micro_key = jax.random.fold_in(key, number)
-            adapter_skipped = modeling.adapter_layers_skipped(self.config, jax.random.split(micro_key, 3)[1])
+            adapter_skipped = modeling.adapter_layers_skipped(self.config, modeling.rng_streams(micro_key)["layerdrop"])
             loss, g = self._grad(self.params, arrays, weights, jnp.float32(scale), micro_key, temperature,
                                  adapter_skipped=adapter_skipped)
             grads = g if grads is None else self._add(grads, g)

@@ -60,6 +60,11 @@ def _named_variables(layer, path=()):
                     yield from _named_variables(item, (*path, f"{attribute}.{i}"))
 
 
+def _canonical_shapes(variables) -> Dict[str, tuple]:
+    """Canonical name -> canonical shape, from ``canonical_variables()``."""
+    return {key: tuple(v.shape)[::-1] if rev else tuple(v.shape) for key, (v, rev) in variables.items()}
+
+
 # ---------------------------------------------------------------------------------------- outputs
 
 
@@ -696,12 +701,13 @@ class Wav2Vec2PreTrainedModel(keras.Model):
 
     def canonical_shapes(self) -> Dict[str, tuple]:
         """Canonical name -> canonical shape of every weight."""
-        return {key: tuple(v.shape)[::-1] if rev else tuple(v.shape) for key, (v, rev) in self.canonical_variables().items()}
+        return _canonical_shapes(self.canonical_variables())
 
     def load_canonical_state_dict(self, state):
         """Assign weights from a canonical dict; every key must be known and every weight given."""
-        state = names.checked_state(state, self.canonical_shapes(), type(self).__name__)
-        for key, (variable, reversed_axes) in self.canonical_variables().items():
+        variables = self.canonical_variables()
+        state = names.checked_state(state, _canonical_shapes(variables), type(self).__name__)
+        for key, (variable, reversed_axes) in variables.items():
             variable.assign(names.relayout(state[key], reversed_axes).astype(variable.dtype))
 
     # --- loading and saving (wav2vec2.pretrained) --------------------------------------------
