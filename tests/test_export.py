@@ -171,10 +171,47 @@ def test_tflite_matches_torch(tensorflow_checkpoint):
         assert_close(got["logits"], _torch_outputs(config, "ctc", state, values, mask)["logits"])
 
 
+def _stablehlo(path):
+    jax_export = pytest.importorskip("jax.export")
+    return jax_export.deserialize(bytearray(path.read_bytes()))
+
+
+def test_stablehlo_from_the_command_line_matches_torch_on_padded_batches(stable_ctc, capsys):
+    config, state, root, _ = stable_ctc
+    assert main(["export", str(root / "ckpt"), str(root / "hlo"), "--to", "stablehlo"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert sorted(os.listdir(root / "hlo")) == ["config.json", "model.stablehlo", "preprocessor_config.json",
+                                                "vocab.json"]
+    exported = _stablehlo(root / "hlo" / "model.stablehlo")
+    assert set(exported.platforms) == {"cpu", "cuda"} and len(exported.in_avals) == 2
+    for lengths in BATCHES:  # one program for every batch size and length
+        values, mask = padded_batch(lengths, mask_dtype=np.int32)
+        got = exported.call(values, mask)
+        assert list(got) == ["logits"]
+        assert_close(np.asarray(got["logits"]), _torch_outputs(config, "ctc", state, values, mask)["logits"])
+    too_short = np.zeros((1, export_module.shortest_input(config, "ctc") - 1), np.float32)
+    with pytest.raises(Exception, match="shape"):  # refused by the program's shape constraint, not garbage
+        exported.call(too_short, np.ones_like(too_short, np.int32))
+
+
+def test_stablehlo_without_attention_mask_and_two_outputs(tmp_path):
+    config, state = _checkpoint(tmp_path / "ckpt", "base", "xvector")
+    exported = _stablehlo(export_module.export(tmp_path / "ckpt", tmp_path / "hlo", "stablehlo") / "model.stablehlo")
+    assert len(exported.in_avals) == 1
+    for lengths in [(1210, 1210), (500,)]:
+        values, _ = padded_batch(lengths, mask_dtype=np.int32)
+        got = exported.call(values)
+        expected = _torch_outputs(config, "xvector", state, values, None)
+        assert sorted(got) == ["embeddings", "logits"]
+        for name in expected:
+            assert_close(np.asarray(got[name]), expected[name])
+
+
 # ---------------------------------------------------------------------------------------- bad options
 @pytest.mark.parametrize("extra, message", [
     (["--to", "keras"], "invalid choice"),
     (["--to", "saved_model", "--int8"], "--int8 is for --to onnx"),
+    (["--to", "stablehlo", "--int8"], "--int8 is for --to onnx"),
     (["--to", "onnx", "--opset", "9"], "must be 18 or newer"),
     (["--to", "tflite", "--opset", "18"], "--opset is for --to onnx"),
     ([], "required"),

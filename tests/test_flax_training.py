@@ -28,6 +28,16 @@ def audio(batch=2, samples=400, seed=0):
     return np.random.default_rng(seed).standard_normal((batch, samples)).astype(np.float32)
 
 
+def assert_same_gradients(grads, remat_grads):
+    """Remat recomputes the forward, which XLA fuses differently: float rounding, measured against each
+    gradient's own scale (elementwise, a gradient near zero has no relative precision to speak of)."""
+    def close(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() <= 1e-6 + 1e-5 * np.abs(b).max(), np.abs(a - b).max()
+
+    jax.tree_util.tree_map(close, grads, remat_grads)
+
+
 def differs(a, b):
     return not np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
@@ -224,8 +234,7 @@ def test_freeze_feature_encoder_and_base_model_and_remat():
 
     model.gradient_checkpointing_enable()
     remat_grads, _ = ctc_grads(model, x, labels)
-    # XLA fuses the recomputation differently: float rounding (1.5e-6 relative measured here)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, remat_grads)
+    assert_same_gradients(grads, remat_grads)
 
     model.freeze_feature_encoder()
     frozen, frozen_input_grads = ctc_grads(model, x, labels)
@@ -257,8 +266,7 @@ def test_remat_recomputes_with_the_same_dropout_and_layerdrop():
     model.gradient_checkpointing_enable()
     remat_loss, remat_grads = loss_and_grads(model.module)
     np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
-    # XLA fuses the recomputation differently: float rounding (2e-6 relative measured here)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, remat_grads)
+    assert_same_gradients(grads, remat_grads)
     deterministic = model.module.apply({"params": model.params}, x, labels=labels).loss
     assert abs(float(loss) - float(deterministic)) > 1e-3  # dropout and LayerDrop were on
 

@@ -26,6 +26,14 @@ def _close(got, expected, dtype="float32", kind="features"):
     assert (got - expected).abs().max().item() <= atol + rtol * expected.abs().max().item()
 
 
+def _im2col(encoder, x):
+    """The encoder's im2col path, layer by layer, whatever the dtype."""
+    x = x[:, :, None]
+    for layer in encoder.conv_layers:
+        x = layer.forward_channels_last(x)
+    return x.transpose(1, 2)
+
+
 @pytest.mark.parametrize("arch", ["base", "stable"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_im2col_feature_encoder_matches_the_convolutions(arch, dtype):
@@ -33,8 +41,12 @@ def test_im2col_feature_encoder_matches_the_convolutions(arch, dtype):
     encoder = model.feature_extractor
     x = torch.randn(3, 1234, generator=torch.Generator().manual_seed(0)).to(dtype)
     with torch.no_grad():
-        fast = encoder(x)  # no autograd: the matmul path
+        fast = _im2col(encoder, x)
+        assert encoder.uses_im2col(x) == (dtype != torch.float32)  # float32 keeps oneDNN's convolutions
+        if dtype != torch.float32:
+            assert torch.equal(encoder(x), fast)  # the encoder takes the matmul path in inference
     with torch.enable_grad():
+        assert not encoder.uses_im2col(x)
         plain = encoder(x).detach()  # autograd on: the convolutions
     assert fast.shape == plain.shape and fast.shape[:2] == (3, 8)
     _close(fast, plain, "float32" if dtype == torch.float32 else "bfloat16")
@@ -45,7 +57,7 @@ def test_im2col_encoder_on_a_kernel_longer_than_its_stride_and_odd_lengths():
     for samples in (model.config.inputs_to_logits_ratio * 2 + 17, 999):
         x = torch.randn(2, samples)
         with torch.no_grad():
-            fast = model.feature_extractor(x)
+            fast = _im2col(model.feature_extractor, x)
         plain = model.feature_extractor(x).detach()
         _close(fast, plain)
 
@@ -93,12 +105,13 @@ def test_training_keeps_the_plain_paths_and_their_gradients():
     assert getattr(model.encoder.pos_conv_embed, "_normalised_weight", None) is None
 
 
-def test_whole_model_fast_paths_match_the_plain_model():
-    model = _model("base")
-    x = torch.randn(2, 1600)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_whole_model_fast_paths_match_the_plain_model(dtype):
+    model = _model("base").to(dtype)
+    x = torch.randn(2, 1600).to(dtype)
     with torch.inference_mode():
         fast = model(x).last_hidden_state
     with torch.enable_grad():
         plain = model(x).last_hidden_state.detach()
-    _close(fast, plain, kind="hidden")
-    assert np.isfinite(fast.numpy()).all()
+    _close(fast, plain, "float32" if dtype == torch.float32 else "bfloat16", kind="hidden")
+    assert np.isfinite(fast.float().numpy()).all()

@@ -1,7 +1,7 @@
 """Export a checkpoint for deployment: ONNX (from the torch backend), a TF SavedModel or TFLite (from
-the TensorFlow backend).
+the TensorFlow backend), StableHLO (from the Flax backend).
 
-``wav2vec2 export MODEL OUT --to onnx|saved_model|tflite [--int8]``. MODEL is anything ``convert``
+``wav2vec2 export MODEL OUT --to onnx|saved_model|tflite|stablehlo [--int8]``. MODEL is anything ``convert``
 reads (a directory or hub repo id in any weight format, or a fairseq ``.pt`` with ``--dict``). OUT is
 a directory holding the exported model and, copied over, the config and processor files (so an
 ONNX export transcribes: ``wav2vec2 transcribe --backend onnxruntime --model OUT``):
@@ -9,6 +9,10 @@ ONNX export transcribes: ``wav2vec2 transcribe --backend onnxruntime --model OUT
     onnx         model.onnx (weights in model.onnx.data beside it when they pass 2 GB)
     saved_model  saved_model/ (signature ``serving_default``)
     tflite       model.tflite (signature ``serving_default``)
+    stablehlo    model.stablehlo: a ``jax.export`` serialization (StableHLO bytecode, weights as
+                 constants, lowered for CPU and CUDA); ``jax.export.deserialize(bytearray(data))``
+                 gives an ``Exported`` whose ``call(input_values[, attention_mask])`` returns the
+                 outputs as a dict
 
 Every export has a dynamic batch and time axis. Inputs: ``input_values`` float32 (batch, samples)
 and, when the checkpoint's feature extractor returns one (layer-norm checkpoints), ``attention_mask``
@@ -35,15 +39,17 @@ from .conversion import Source, _copy_carried_files, _read_source, infer_head
 from .feature_extraction import FEATURE_EXTRACTOR_NAME
 from .io import match_state_dict
 from .io.staging import check_destination, recover_interrupted, staged_directory
-from .spec.lengths import min_input_length
+from .spec.lengths import min_input_length, xvector_min_frames
 from .spec.names import HEAD_CLASSES, canonical_shapes
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("onnx", "saved_model", "tflite")
+TARGETS = ("onnx", "saved_model", "tflite", "stablehlo")
 ONNX_NAME = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_NAME = "model.tflite"
+STABLEHLO_NAME = "model.stablehlo"
+STABLEHLO_PLATFORMS = ("cpu", "cuda")
 SIGNATURE = "serving_default"
 
 # What each head's export returns, in order (pretraining checkpoints export their body).
@@ -79,6 +85,12 @@ def _prepare(model, out, to, int8, overwrite, opset, dict_path, hub_kwargs):
         raise ValueError(f"--opset is for --to onnx, not {to}")
     if to == "onnx":
         _import_onnx_exporter(int8)
+    elif to == "stablehlo":
+        try:
+            import flax  # noqa: F401
+            import jax  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"--to {to} needs JAX and Flax: {e}") from None
     else:
         try:
             import tensorflow  # noqa: F401
@@ -93,7 +105,8 @@ def _prepare(model, out, to, int8, overwrite, opset, dict_path, hub_kwargs):
 
 def _write_export(prepared, out, to, int8=False, opset=None) -> Path:
     source, head, state, with_mask = prepared
-    write = {"onnx": _write_onnx, "saved_model": _write_saved_model, "tflite": _write_tflite}[to]
+    write = {"onnx": _write_onnx, "saved_model": _write_saved_model, "tflite": _write_tflite,
+             "stablehlo": _write_stablehlo}[to]
     with staged_directory(out) as staging:
         if source.carried_dir is not None:
             _copy_carried_files(source.carried_dir, staging)
@@ -135,11 +148,18 @@ def takes_attention_mask(source: Source) -> bool:
     return source.config.feat_extract_norm == "layer"
 
 
-def example_inputs(config: Wav2Vec2Config, batch: int = 2, seed: int = 0, with_mask: bool = True):
+def shortest_input(config: Wav2Vec2Config, head: str) -> int:
+    """Fewest samples an export of ``head`` takes: one encoder frame; the x-vector's TDNN context."""
+    frames = xvector_min_frames(config) if head == "xvector" else 1
+    return min_input_length(config, add_adapter=False, frames=frames)
+
+
+def example_inputs(config: Wav2Vec2Config, head: str = "model", batch: int = 2, seed: int = 0,
+                   with_mask: bool = True):
     """(input_values float32 (batch, samples), attention_mask int32 or None): a padded random batch
-    whose last row is the shortest input the model takes, the others a few frames longer."""
+    whose last row is the shortest input the head takes, the others a few frames longer."""
     rng = np.random.default_rng(seed)
-    shortest = min_input_length(config, add_adapter=False)
+    shortest = shortest_input(config, head)
     samples = shortest + 3 * config.inputs_to_logits_ratio + 7
     values = rng.standard_normal((batch, samples)).astype(np.float32)
     mask = np.ones((batch, samples), np.int32)
@@ -201,8 +221,8 @@ def _write_onnx(config, head, state, with_mask, directory: Path, int8: bool = Fa
 
     network = torch_model(config, head, state)
     wrapper = _torch_wrapper(network, head, with_mask)
-    values, mask = example_inputs(config, batch=2, with_mask=with_mask)
-    shortest = min_input_length(config, add_adapter=False)
+    values, mask = example_inputs(config, head, batch=2, with_mask=with_mask)
+    shortest = shortest_input(config, head)
     batch = torch.export.Dim("batch", min=1)
     samples = torch.export.Dim("samples", min=shortest)
     args = (torch.from_numpy(values),) + ((torch.from_numpy(mask),) if with_mask else ())
@@ -300,6 +320,36 @@ def _write_tflite(config, head, state, with_mask, directory: Path) -> None:
         converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), [SIGNATURE])
         flatbuffer = converter.convert()
     (directory / TFLITE_NAME).write_bytes(flatbuffer)
+
+
+# ------------------------------------------------------------------------------------ StableHLO
+def flax_model(config: Wav2Vec2Config, head: str, state):
+    """The Flax backend's model of ``head`` with ``state`` loaded."""
+    from .backends import flax as backend
+
+    network = getattr(backend, HEAD_CLASSES[head])(config)
+    network.load_canonical_state_dict(state)
+    return network
+
+
+def _write_stablehlo(config, head, state, with_mask, directory: Path) -> None:
+    import jax
+    from jax import export as jax_export
+
+    network = flax_model(config, head, state)
+    module, params, names = network.module, network.params, OUTPUTS[head]
+
+    def serve(input_values, attention_mask=None):
+        output = module.apply({"params": params}, input_values, attention_mask=attention_mask, deterministic=True)
+        return {name: getattr(output, name) for name in names}
+
+    shortest = shortest_input(config, head)
+    batch, samples = jax_export.symbolic_shape("batch, samples", constraints=(f"samples >= {shortest}",))
+    specs = [jax.ShapeDtypeStruct((batch, samples), np.float32)]
+    if with_mask:
+        specs.append(jax.ShapeDtypeStruct((batch, samples), np.int32))
+    exported = jax_export.export(jax.jit(serve), platforms=STABLEHLO_PLATFORMS)(*specs)
+    (directory / STABLEHLO_NAME).write_bytes(exported.serialize())
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -30,6 +30,12 @@ def feat_extract_output_lengths(config, input_lengths, add_adapter=None):
     return int(lengths) if lengths.ndim == 0 else lengths
 
 
+def xvector_min_frames(config) -> int:
+    """Fewest encoder frames the x-vector head takes: its TDNN layers' dilated context, plus the two
+    frames left that the (unbiased) standard deviation of its statistics pooling needs."""
+    return 2 + sum(dilation * (kernel - 1) for kernel, dilation in zip(config.tdnn_kernel, config.tdnn_dilation))
+
+
 def tdnn_output_lengths(config, frame_lengths):
     """Frames the x-vector TDNN layers leave of ``frame_lengths``, counted as the reference counts
     them: kernel - 1 fewer per layer, whatever its dilation (so a count may exceed the frames there
@@ -39,13 +45,13 @@ def tdnn_output_lengths(config, frame_lengths):
     return frame_lengths
 
 
-def min_input_length(config, add_adapter=None) -> int:
-    """Smallest number of samples that yields at least one output frame.
+def min_input_length(config, add_adapter=None, frames: int = 1) -> int:
+    """Smallest number of samples that yields at least ``frames`` conv-encoder frames.
 
     ``add_adapter`` is accepted for symmetry with ``feat_extract_output_lengths`` but cannot change
-    the answer: an adapter layer maps L >= 1 frames to (L - 1) // stride + 1 >= 1 frames.
+    the answer for one frame: an adapter layer maps L >= 1 frames to (L - 1) // stride + 1 >= 1 frames.
     """
-    length = 1
+    length = frames
     for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
         length = (length - 1) * stride + kernel
     return length

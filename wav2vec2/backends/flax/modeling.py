@@ -519,7 +519,9 @@ class TDNNLayer(nn.Module):
         config, i = self.config, self.layer_id
         kernel, dilation = config.tdnn_kernel[i], config.tdnn_dilation[i]
         out_frames = x.shape[1] - dilation * (kernel - 1)
-        stacked = jnp.concatenate([x[:, j * dilation : j * dilation + out_frames] for j in range(kernel)], axis=-1)
+        # lax slices, not indexing: indexing clamps its bounds, which a symbolic length (jax.export) cannot decide
+        windows = [jax.lax.slice_in_dim(x, j * dilation, j * dilation + out_frames, axis=1) for j in range(kernel)]
+        stacked = jnp.concatenate(windows, axis=-1)
         y = nn.Dense(config.tdnn_dim[i], dtype=self.dtype, kernel_init=dense_init(config), name="kernel")(stacked)
         return jax.nn.relu(y)
 

@@ -20,7 +20,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from ... import pretrained
 from ...config import Wav2Vec2Config
 from ...spec import checks, masking, names
-from ...spec.lengths import feat_extract_output_lengths, min_input_length
+from ...spec.lengths import feat_extract_output_lengths, min_input_length, xvector_min_frames
 from ...spec.masking import spec_augment_masks
 from . import modeling
 
@@ -98,7 +98,9 @@ class Wav2Vec2PreTrainedModel:
         )
 
     def _dummy_inputs(self):
-        return {"input_values": jnp.zeros((1, min_input_length(self.config)), jnp.float32)}
+        # long enough for every head (the x-vector's TDNN context included)
+        samples = min_input_length(self.config, frames=xvector_min_frames(self.config))
+        return {"input_values": jnp.zeros((1, samples), jnp.float32)}
 
     def init_params(self, rng):
         """Fresh parameters drawn as the reference initialises them (float32)."""

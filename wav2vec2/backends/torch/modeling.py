@@ -161,11 +161,20 @@ class FeatureEncoder(nn.Module):
         self.conv_layers = nn.ModuleList(ConvLayer(config, i) for i in range(config.num_feat_extract_layers))
         self.gradient_checkpointing = False
 
+    @staticmethod
+    def uses_im2col(input_values: torch.Tensor) -> bool:
+        """Inference in bf16/fp16 runs each conv as one matmul over its windows, activations kept
+        (batch, time, channels): oneDNN's low-precision direct convolutions run these shapes far below
+        matmul speed. In float32 its convolutions are the faster of the two (measured per layer,
+        docs/performance.md), and with autograd on they stay too (their backward is better)."""
+        return (
+            input_values.dtype != torch.float32
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        )
+
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            # Inference: each conv as one matmul over its windows, activations kept (batch, time,
-            # channels). oneDNN's direct convolutions run these shapes well below matmul speed
-            # (docs/performance.md); with autograd on, the convolutions stay (their backward is better).
+        if self.uses_im2col(input_values):
             x = input_values[:, :, None]  # (batch, samples, 1)
             for layer in self.conv_layers:
                 x = layer.forward_channels_last(x)
