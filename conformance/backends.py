@@ -135,8 +135,9 @@ class TensorFlowBackend(Backend):
     module = "tensorflow"
 
     def devices(self):
-        import tensorflow as tf
+        from wav2vec2.backends import import_tensorflow
 
+        tf = import_tensorflow()
         gpus = [f"gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
         tpus = [f"tpu:{i}" for i in range(len(tf.config.list_logical_devices("TPU")))]
         return ["cpu"] + gpus + tpus

@@ -172,3 +172,25 @@ def test_exit_statuses_of_the_process(checkpoint, speech_files, nan_file):
         code, _, err = run_process(speech_files[0], "--model", model, stdout=full)
     assert code == 1 and "cannot write to the standard output: No space left on device" in err
     assert "Exception ignored" not in err
+
+
+def test_tensorflow_start_up_notes_stay_off_stderr(checkpoint, speech_files):
+    """TensorFlow's native libraries print notes while loading, before TF_CPP_MIN_LOG_LEVEL applies; the
+    CLI's stderr is its own (the summary), and a user's level is honoured line by line."""
+    pytest.importorskip("tensorflow")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-m", "wav2vec2", "transcribe", speech_files[0], "--model", checkpoint[0],
+                           "--backend", "tensorflow", "--no-progress"], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1
+    assert done.stderr.splitlines() == [line for line in done.stderr.splitlines() if "transcribe: 1 done" in line]
+
+    from wav2vec2.backends import _shown
+
+    info = "I0000 00:00:1796226932.057062    4494 cudart_stub.cc:31] Could not find cuda drivers\n"
+    warning = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    error = "E0000 00:00:1796226938.989315    4494 cuda_platform.cc:52] failed call to cuInit\n"
+    assert [_shown(line, 1) for line in (info, warning, error, "a Python warning\n")] == [False, True, True, True]
+    assert [_shown(line, 2) for line in (info, warning, error)] == [False, False, True]
+    assert [_shown(line, 3) for line in (info, warning, error)] == [False, False, False]

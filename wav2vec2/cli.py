@@ -88,6 +88,10 @@ def _resolve_demo(args) -> None:
 
 
 def main(argv=None) -> int:
+    # TensorFlow's C++ log lines (CPU feature notes, and on a CPU-only machine the CUDA stub's and
+    # cuInit's) are not this tool's output: its failures reach the CLI as Python exceptions, which it
+    # reports. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = _Parser(prog="wav2vec2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else list(argv)

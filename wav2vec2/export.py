@@ -93,7 +93,9 @@ def _prepare(model, out, to, int8, overwrite, opset, dict_path, hub_kwargs):
             raise ImportError(f"--to {to} needs JAX and Flax: {e}") from None
     else:
         try:
-            import tensorflow  # noqa: F401
+            from .backends import import_tensorflow
+
+            import_tensorflow()
         except ImportError as e:
             raise ImportError(f"--to {to} needs TensorFlow: {e}") from None
     recover_interrupted(out)

@@ -103,9 +103,9 @@ def _keras_dtype_policy(policy: Optional[str]):
 
 
 def _tensorflow_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
-    import tensorflow as tf
-
     from ..backends.tensorflow import Wav2Vec2ForCTC
+
+    import tensorflow as tf
 
     if device:
         try:

@@ -13,7 +13,11 @@ to compile with XLA; otherwise they are drawn with the NumPy Generator ``spec_au
 one seeded from the model's Keras seed generator). ``gradient_checkpointing_enable()`` recomputes the conv
 and encoder layers in the backward pass, with the dropout and LayerDrop draws they ran with.
 """
-from .modeling import (
+from .. import import_tensorflow
+
+import_tensorflow()  # before Keras: the notes TensorFlow's native libraries print on loading, filtered
+
+from .modeling import (  # noqa: E402
     HeadOutput,
     Wav2Vec2BaseModelOutput,
     Wav2Vec2ForAudioFrameClassification,
