@@ -14,7 +14,8 @@ reference (max |diff| on the logits, argmax agreement per frame) are printed.
     python benchmarks/bench_cpu.py --engines ours-torch-fp32,ours-torch-fp32-plain --profile ours-torch-fp32
 
 "-plain" engines are the torch backend with its inference fast paths switched off (convolutions,
-weight norm per call), to measure them in the same run.
+weight norm per call), to measure them in the same run. "-compiled" engines (only when named) are
+it under torch.compile (inductor, freezing on); they compile in the warm-up round.
 
 Random weights are fine for speed (same FLOPs); agreement on random weights is a weak check
 (near-ties flip the argmax), so transcripts on trained models are checked by the test suite.
@@ -47,6 +48,8 @@ ENGINES = (
     "onnxruntime-fp32", "onnxruntime-int8",
     "openvino-fp32", "openvino-bf16",
 )
+# Not in the default set: torch.compile's first call takes a minute on base shapes here.
+OPTIONAL_ENGINES = ("ours-torch-fp32-compiled", "ours-torch-bf16-compiled")
 
 
 def _config(text: str) -> Wav2Vec2Config:
@@ -88,7 +91,7 @@ def _torch_logits(model, dtype):
     return run
 
 
-def _torch(dtype_name, plain=False):
+def _torch(dtype_name, plain=False, compiled=False):
     def build(config, state, threads, workdir):
         import torch
 
@@ -100,6 +103,13 @@ def _torch(dtype_name, plain=False):
         model = model.eval().to(dtype)  # the plain idiom: weights and inputs in the dtype
         if plain:
             _plain_paths(model)
+        if compiled:
+            # inductor with freezing: weights folded in as constants and prepacked for oneDNN; the
+            # first call (in the warm-up round) compiles
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            model = torch.compile(model)
         return _torch_logits(model, dtype)
 
     return build
@@ -214,6 +224,7 @@ BUILDERS = {
     "reference-torch-fp32": _reference("fp32"), "reference-torch-bf16": _reference("bf16"),
     "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"),
     "ours-torch-fp32-plain": _torch("fp32", plain=True), "ours-torch-bf16-plain": _torch("bf16", plain=True),
+    "ours-torch-fp32-compiled": _torch("fp32", compiled=True), "ours-torch-bf16-compiled": _torch("bf16", compiled=True),
     "ours-tensorflow-fp32": _tensorflow("fp32"), "ours-tensorflow-bf16": _tensorflow("bf16"),
     "ours-flax-fp32": _flax("fp32"), "ours-flax-bf16": _flax("bf16"),
     "onnxruntime-fp32": _onnxruntime(False), "onnxruntime-int8": _onnxruntime(True),
@@ -272,14 +283,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each engine once per round)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (XLA compiles in the first)")
     parser.add_argument("--threads", type=int, default=None, help="threads per engine (default: each engine's own)")
-    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {', '.join(ENGINES)}")
+    parser.add_argument("--engines", default=",".join(ENGINES),
+                        help=f"comma-separated subset of {', '.join(ENGINES + OPTIONAL_ENGINES)}")
     parser.add_argument("--profile", default="", help="comma-separated torch engines to profile after timing "
                         "(torch.profiler, one run each: the top ops by self CPU time)")
     args = parser.parse_args(argv)
     engines = [e for e in args.engines.split(",") if e]
-    unknown = sorted(set(engines) - set(ENGINES))
+    unknown = sorted(set(engines) - set(ENGINES + OPTIONAL_ENGINES))
     if unknown:
-        parser.error(f"unknown engines {unknown}; expected some of {list(ENGINES)}")
+        parser.error(f"unknown engines {unknown}; expected some of {list(ENGINES + OPTIONAL_ENGINES)}")
 
     set_threads(args.threads)
     config = _config(args.config)
@@ -325,7 +337,7 @@ def main(argv=None):
         diff = float(np.abs(outputs[name] - baseline).max()) if baseline is not None else float("nan")
         agree = float((outputs[name].argmax(-1) == baseline.argmax(-1)).mean()) if baseline is not None else float("nan")
         reference_ratio = medians[REFERENCE] / median if REFERENCE in medians else float("nan")
-        ov_name = "openvino-bf16" if name.endswith(("bf16", "int8", "bf16-plain")) and "openvino-bf16" in medians else "openvino-fp32"
+        ov_name = "openvino-bf16" if ("bf16" in name or name.endswith("int8")) and "openvino-bf16" in medians else "openvino-fp32"
         ov_ratio = medians[ov_name] / median if ov_name in medians else float("nan")
         rows[name] = dict(median_s=median, realtime=audio / median, vs_reference=reference_ratio,
                           vs_openvino=ov_ratio, max_diff=diff, argmax_agreement=agree)

@@ -32,3 +32,13 @@ def test_bench_cpu_smoke(tmp_path, capsys):
             assert row["max_diff"] < 1e-4, name
             assert row["argmax_agreement"] == 1.0, name
     assert rows["ours-torch-bf16"]["argmax_agreement"] > 0.8
+
+
+def test_bench_conv_layers_smoke(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "bench_conv_layers", Path(__file__).parents[1] / "benchmarks" / "bench_conv_layers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--seconds", "0.1", "--repeats", "1", "--dtype", "bf16"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1", "2", "3", "4", "5", "6", "all"]
