@@ -42,7 +42,7 @@ SAMPLE_RATE = 16_000
 REFERENCE = "reference-torch-fp32"
 ENGINES = (
     REFERENCE, "reference-torch-bf16",
-    "ours-torch-fp32", "ours-torch-bf16", "ours-torch-fp32-plain", "ours-torch-bf16-plain",
+    "ours-torch-fp32", "ours-torch-bf16", "ours-torch-int8", "ours-torch-fp32-plain", "ours-torch-bf16-plain",
     "ours-tensorflow-fp32", "ours-tensorflow-bf16",
     "ours-flax-fp32", "ours-flax-bf16",
     "onnxruntime-fp32", "onnxruntime-int8",
@@ -97,12 +97,14 @@ def _torch(dtype_name, plain=False, compiled=False):
 
         from wav2vec2.backends.torch import Wav2Vec2ForCTC
 
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype_name]
         model = Wav2Vec2ForCTC(config)
         model.load_canonical_state_dict(state)
         model = model.eval().to(dtype)  # the plain idiom: weights and inputs in the dtype
         if plain:
             _plain_paths(model)
+        if dtype_name == "int8":  # transcribe --precision int8: dynamic int8 Linear layers
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         if compiled:
             # inductor with freezing: weights folded in as constants and prepacked for oneDNN; the
             # first call (in the warm-up round) compiles
@@ -120,7 +122,7 @@ def _reference(dtype_name):
         import torch
         import transformers
 
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype_name]
         reference_config = transformers.Wav2Vec2Config(**config.to_dict(), attn_implementation="sdpa")
         model = transformers.Wav2Vec2ForCTC(reference_config)
         renamed = {
@@ -222,7 +224,7 @@ def _openvino(dtype_name):
 
 BUILDERS = {
     "reference-torch-fp32": _reference("fp32"), "reference-torch-bf16": _reference("bf16"),
-    "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"),
+    "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"), "ours-torch-int8": _torch("int8"),
     "ours-torch-fp32-plain": _torch("fp32", plain=True), "ours-torch-bf16-plain": _torch("bf16", plain=True),
     "ours-torch-fp32-compiled": _torch("fp32", compiled=True), "ours-torch-bf16-compiled": _torch("bf16", compiled=True),
     "ours-tensorflow-fp32": _tensorflow("fp32"), "ours-tensorflow-bf16": _tensorflow("bf16"),

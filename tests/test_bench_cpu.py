@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 
 # The engines the smoke run times: torch ones (ours and the reference) and the ONNX runtimes; the TF
 # and Flax engines are the same code paths as their backends' own tests, and compile slowly.
-ENGINES = ["reference-torch-fp32", "ours-torch-fp32", "ours-torch-fp32-plain", "ours-torch-bf16", "onnxruntime-fp32",
+ENGINES = ["reference-torch-fp32", "ours-torch-fp32", "ours-torch-fp32-plain", "ours-torch-bf16", "ours-torch-int8",
+           "onnxruntime-fp32",
            "onnxruntime-int8",
            "openvino-fp32"]
 

@@ -68,3 +68,17 @@ def test_every_backend_writes_the_reference_transcript(backend, reference_texts,
     assert code == 0, captured.err
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["text"] for r in records] == reference_texts
+
+
+@pytest.mark.parametrize("backend, precision", [
+    ("torch", "bf16"), ("torch", "int8"), ("tensorflow", "bf16"), ("tensorflow", "int8"), ("flax", "bf16"),
+])
+def test_reduced_precision_writes_the_fp32_transcript(backend, precision, reference_texts, capsys):
+    """The issue's bar for the fast paths: identical greedy transcripts on real speech with a trained model."""
+    pytest.importorskip(BACKENDS[backend])
+    files = [str(DEMO / "examples" / e["audio"]) for e in EXAMPLES]
+    code = cli_main(["transcribe", *files, "--model", "demo", "--backend", backend, "--precision", precision,
+                     "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.splitlines() == reference_texts

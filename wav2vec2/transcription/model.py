@@ -70,7 +70,9 @@ def _torch_forward(model, config, device, precision, hub_kwargs) -> ForwardFn:
     network = Wav2Vec2ForCTC.from_pretrained(model, config=config, **hub_kwargs).eval()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if precision == "int8":  # Linear weights in int8, activations quantized on the fly
-        network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch's notice that quantized tensor types will move to torchao
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+            network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
     else:
         try:
             network = network.to(device=device, dtype=dtype)
