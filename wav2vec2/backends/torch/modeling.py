@@ -164,9 +164,10 @@ class FeatureEncoder(nn.Module):
     @staticmethod
     def uses_im2col(input_values: torch.Tensor) -> bool:
         """Inference in bf16/fp16 runs each conv as one matmul over its windows, activations kept
-        (batch, time, channels): oneDNN's low-precision direct convolutions run these shapes far below
-        matmul speed. In float32 its convolutions are the faster of the two (measured per layer,
-        docs/performance.md), and with autograd on they stay too (their backward is better)."""
+        (batch, time, channels): torch's low-precision CPU convolutions run these shapes far below
+        matmul speed (10x slower on a CPU without native bf16, where they fall to a reference kernel).
+        In float32 oneDNN's convolutions are the faster of the two (measured per layer,
+        benchmarks/bench_conv_layers.py), and with autograd on they stay too (their backward is better)."""
         return (
             input_values.dtype != torch.float32
             and not torch.is_grad_enabled()
