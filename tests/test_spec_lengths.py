@@ -43,12 +43,12 @@ def test_output_lengths_match_the_reference(config, input_lengths, add_adapter):
 
 
 @settings(max_examples=50, deadline=None)
-@given(conv_configs(), st.sampled_from([None, False, True]))
-def test_min_input_length_is_minimal(config, add_adapter):
+@given(conv_configs(), st.sampled_from([None, False, True]), st.integers(1, 40))
+def test_min_input_length_is_minimal(config, add_adapter, wanted):
     reference = _reference_model(config)
-    shortest = min_input_length(config, add_adapter=add_adapter)
+    shortest = min_input_length(config, add_adapter=add_adapter, frames=wanted)
     frames = reference._get_feat_extract_output_lengths(torch.tensor([shortest - 1, shortest]), add_adapter=add_adapter)
-    assert frames[0] < 1 <= frames[1]
+    assert frames[0] < wanted <= frames[1]
 
 
 @settings(max_examples=30, deadline=None)

@@ -153,7 +153,7 @@ def takes_attention_mask(source: Source) -> bool:
 def shortest_input(config: Wav2Vec2Config, head: str) -> int:
     """Fewest samples an export of ``head`` takes: one encoder frame; the x-vector's TDNN context."""
     frames = xvector_min_frames(config) if head == "xvector" else 1
-    return min_input_length(config, add_adapter=False, frames=frames)
+    return min_input_length(config, frames=frames)  # the adapter's frames, when it has one
 
 
 def example_inputs(config: Wav2Vec2Config, head: str = "model", batch: int = 2, seed: int = 0,

@@ -46,12 +46,15 @@ def tdnn_output_lengths(config, frame_lengths):
 
 
 def min_input_length(config, add_adapter=None, frames: int = 1) -> int:
-    """Smallest number of samples that yields at least ``frames`` conv-encoder frames.
-
-    ``add_adapter`` is accepted for symmetry with ``feat_extract_output_lengths`` but cannot change
-    the answer for one frame: an adapter layer maps L >= 1 frames to (L - 1) // stride + 1 >= 1 frames.
+    """Smallest number of samples that yields at least ``frames`` frames: those of the conv stack and,
+    when used (``add_adapter`` as in ``feat_extract_output_lengths``), of the adapter after it. For one
+    frame the adapter changes nothing: it maps L >= 1 frames to (L - 1) // stride + 1 >= 1 frames.
     """
+    add_adapter = config.add_adapter if add_adapter is None else add_adapter
     length = frames
+    if add_adapter:
+        for _ in range(config.num_adapter_layers):
+            length = (length - 1) * config.adapter_stride + 1
     for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
         length = (length - 1) * stride + kernel
     return length
