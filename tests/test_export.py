@@ -36,9 +36,9 @@ def _checkpoint(directory, arch, head, extractor_mask=None):
 
 
 def _torch_outputs(config, head, state, values, mask):
-    from wav2vec2.export import OUTPUTS, torch_model
+    from wav2vec2.export import OUTPUTS, backend_model
 
-    network = torch_model(config, head, state)
+    network = backend_model("torch", config, head, state)
     with torch.no_grad():
         output = network(torch.from_numpy(values), attention_mask=None if mask is None else torch.from_numpy(mask))
     return {name: getattr(output, name).numpy() for name in OUTPUTS[head]}

@@ -26,6 +26,7 @@ OUT is built in a staging directory beside it and swapped in whole, as ``convert
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import tempfile
@@ -171,6 +172,17 @@ def example_inputs(config: Wav2Vec2Config, head: str = "model", batch: int = 2, 
     return values, (mask if with_mask else None)
 
 
+def backend_model(framework: str, config: Wav2Vec2Config, head: str, state):
+    """The ``framework`` backend's (torch, tensorflow, flax) model of ``head`` with ``state`` loaded,
+    float32; a torch model in eval mode."""
+    backend = importlib.import_module(f"{__package__}.backends.{framework}")
+    network = getattr(backend, HEAD_CLASSES[head])(config)
+    if framework == "tensorflow":
+        network._build_weights()  # Keras creates its variables on building
+    network.load_canonical_state_dict(state)
+    return network.eval() if framework == "torch" else network
+
+
 # ------------------------------------------------------------------------------------ ONNX
 def _import_onnx_exporter(int8: bool):
     try:
@@ -181,15 +193,6 @@ def _import_onnx_exporter(int8: bool):
             import onnxruntime.quantization  # noqa: F401
     except ImportError as e:
         raise ImportError(f"ONNX export needs torch, onnx and onnxscript (and onnxruntime for --int8): {e}") from None
-
-
-def torch_model(config: Wav2Vec2Config, head: str, state):
-    """The torch backend's model of ``head`` with ``state`` loaded, in eval mode, float32."""
-    from .backends import torch as backend
-
-    network = getattr(backend, HEAD_CLASSES[head])(config)
-    network.load_canonical_state_dict(state)
-    return network.eval()
 
 
 def _torch_wrapper(network, head: str, with_mask: bool):
@@ -221,7 +224,7 @@ def _torch_wrapper(network, head: str, with_mask: bool):
 def _write_onnx(config, head, state, with_mask, directory: Path, int8: bool = False, opset=None) -> None:
     import torch
 
-    network = torch_model(config, head, state)
+    network = backend_model("torch", config, head, state)
     wrapper = _torch_wrapper(network, head, with_mask)
     values, mask = example_inputs(config, head, batch=2, with_mask=with_mask)
     shortest = shortest_input(config, head)
@@ -281,20 +284,10 @@ def _quantize_onnx(path: Path, external_data: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------ TensorFlow
-def tensorflow_model(config: Wav2Vec2Config, head: str, state):
-    """The TensorFlow backend's model of ``head`` with ``state`` loaded."""
-    from .backends import tensorflow as backend
-
-    network = getattr(backend, HEAD_CLASSES[head])(config)
-    network._build_weights()
-    network.load_canonical_state_dict(state)
-    return network
-
-
 def _write_saved_model(config, head, state, with_mask, directory: Path) -> None:
     import keras
 
-    network = tensorflow_model(config, head, state)
+    network = backend_model("tensorflow", config, head, state)
     names = OUTPUTS[head]
     signature = [keras.InputSpec(shape=(None, None), dtype="float32", name="input_values")]
     if with_mask:
@@ -325,20 +318,11 @@ def _write_tflite(config, head, state, with_mask, directory: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ StableHLO
-def flax_model(config: Wav2Vec2Config, head: str, state):
-    """The Flax backend's model of ``head`` with ``state`` loaded."""
-    from .backends import flax as backend
-
-    network = getattr(backend, HEAD_CLASSES[head])(config)
-    network.load_canonical_state_dict(state)
-    return network
-
-
 def _write_stablehlo(config, head, state, with_mask, directory: Path) -> None:
     import jax
     from jax import export as jax_export
 
-    network = flax_model(config, head, state)
+    network = backend_model("flax", config, head, state)
     module, params, names = network.module, network.params, OUTPUTS[head]
 
     def serve(input_values, attention_mask=None):
