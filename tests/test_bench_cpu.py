@@ -43,3 +43,13 @@ def test_bench_conv_layers_smoke(capsys):
     bench.main(["--seconds", "0.1", "--repeats", "1", "--dtype", "bf16"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == ["0", "1", "2", "3", "4", "5", "6", "all"]
+
+
+def test_bench_gemm_smoke(capsys):
+    spec = importlib.util.spec_from_file_location("bench_gemm", Path(__file__).parents[1] / "benchmarks" / "bench_gemm.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--shape", "8,16,32", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "fp32 (8 x 16) @ (16 x 32), median of 1"
+    assert {line.split()[0] for line in lines[1:]} >= {"numpy", "torch"}

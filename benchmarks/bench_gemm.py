@@ -1,0 +1,65 @@
+"""fp32 matmul throughput of the GEMM libraries behind the engines, on the shape of a base feed-forward
+layer over one 10 s utterance ((500 x 768) @ (768 x 3072)): torch (MKL), NumPy (its BLAS), JAX (XLA).
+It says how much of a gap between engines is their matrix-multiply library rather than their graph.
+
+    python benchmarks/bench_gemm.py --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def _gflops(run, flops: float, repeats: int) -> float:
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return flops / statistics.median(times) / 1e9
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="500,768,3072", help="M,K,N")
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=0, help="threads for each library (default: their own)")
+    args = parser.parse_args(argv)
+    if args.threads:  # before the libraries start their pools
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
+        os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}")
+    m, k, n = (int(v) for v in args.shape.split(","))
+    flops = 2.0 * m * k * n
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+
+    rows = {"numpy": _gflops(lambda: a @ b, flops, args.repeats)}
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    with torch.inference_mode():
+        rows["torch"] = _gflops(lambda: ta @ tb, flops, args.repeats)
+    try:
+        import jax
+
+        product = jax.jit(lambda x, y: x @ y)
+        ja, jb = jax.numpy.asarray(a), jax.numpy.asarray(b)
+        rows["jax"] = _gflops(lambda: product(ja, jb).block_until_ready(), flops, args.repeats)
+    except ImportError:
+        pass
+    print(f"fp32 ({m} x {k}) @ ({k} x {n}), median of {args.repeats}")
+    for name, value in rows.items():
+        print(f"{name:<8}{value:8.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
