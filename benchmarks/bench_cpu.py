@@ -13,7 +13,7 @@ reference (max |diff| on the logits, argmax agreement per frame) are printed.
     python benchmarks/bench_cpu.py --engines ours-torch-fp32,onnxruntime-fp32
     python benchmarks/bench_cpu.py --engines ours-torch-fp32,ours-torch-fp32-plain --profile ours-torch-fp32
 
-"-plain" engines are the torch backend with its inference fast paths switched off (convolutions,
+"-plain" engines are the torch backend with its inference fast paths switched off (F.linear, convolutions,
 weight norm per call), to measure them in the same run. "-compiled" engines (only when named) are
 it under torch.compile (inductor, freezing on); they compile in the warm-up round.
 
@@ -62,9 +62,18 @@ def _config(text: str) -> Wav2Vec2Config:
 # Each builder takes (config, canonical CTC weights, threads, workdir) and returns
 # run(waveforms float32 (batch, samples)) -> logits float32 (batch, frames, vocab).
 def _plain_paths(model):
-    """Make the torch model run its plain paths (convolutions, weight norm per call) in inference, to
-    measure what the fast paths buy within the same run."""
+    """Make the torch model run its plain paths (F.linear's matmuls, convolutions, weight norm per
+    call) in inference, to measure what the fast paths buy within the same run."""
+    from unittest import mock
+
+    from wav2vec2.backends.torch import modeling
+
     encoder, positional = model.wav2vec2.feature_extractor, model.wav2vec2.encoder.pos_conv_embed
+    fast_forward = model.forward
+
+    def forward(*args, **kwargs):
+        with mock.patch.object(modeling, "uses_onednn_matmul", lambda x: False):
+            return fast_forward(*args, **kwargs)
 
     def encode(input_values):
         x = input_values[:, None]
@@ -77,7 +86,7 @@ def _plain_paths(model):
         x = x[:, :, :-1] if positional.trim_last_frame else x
         return positional.activation(x).transpose(1, 2)
 
-    encoder.forward, positional.forward = encode, positional_conv
+    encoder.forward, positional.forward, model.forward = encode, positional_conv, forward
 
 
 def _torch_logits(model, dtype):

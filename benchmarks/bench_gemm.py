@@ -1,6 +1,8 @@
 """fp32 matmul throughput of the GEMM libraries behind the engines, on the shape of a base feed-forward
-layer over one 10 s utterance ((500 x 768) @ (768 x 3072)): torch (MKL), NumPy (its BLAS), JAX (XLA).
-It says how much of a gap between engines is their matrix-multiply library rather than their graph.
+layer over one 10 s utterance ((500 x 768) @ (768 x 3072)): torch's ``F.linear`` (MKL's sgemm), oneDNN's
+matmul (``torch.ops.mkldnn._linear_pointwise``, what the torch backend's float32 inference runs), NumPy
+(its BLAS), JAX (XLA), and torch in bf16 (oneDNN; AMX where the CPU has it). It says how much of a gap
+between engines is their matrix-multiply library rather than their graph.
 
     python benchmarks/bench_gemm.py --threads 2
 """
@@ -46,8 +48,14 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    weight = tb.t().contiguous()  # (out, in), as nn.Linear keeps it
     with torch.inference_mode():
-        rows["torch"] = _gflops(lambda: ta @ tb, flops, args.repeats)
+        rows["torch F.linear (MKL)"] = _gflops(lambda: torch.nn.functional.linear(ta, weight), flops, args.repeats)
+        if torch.backends.mkldnn.is_available():
+            rows["torch oneDNN"] = _gflops(
+                lambda: torch.ops.mkldnn._linear_pointwise(ta, weight, None, "none", [], ""), flops, args.repeats)
+        a16, w16 = ta.bfloat16(), weight.bfloat16()
+        rows["torch bf16"] = _gflops(lambda: torch.nn.functional.linear(a16, w16), flops, args.repeats)
     try:
         import jax
 
@@ -56,9 +64,9 @@ def main(argv=None) -> None:
         rows["jax"] = _gflops(lambda: product(ja, jb).block_until_ready(), flops, args.repeats)
     except ImportError:
         pass
-    print(f"fp32 ({m} x {k}) @ ({k} x {n}), median of {args.repeats}")
+    print(f"({m} x {k}) @ ({k} x {n}), fp32 unless named, median of {args.repeats}")
     for name, value in rows.items():
-        print(f"{name:<8}{value:8.1f} GFLOP/s")
+        print(f"{name:<22}{value:8.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -51,5 +51,7 @@ def test_bench_gemm_smoke(capsys):
     spec.loader.exec_module(bench)
     bench.main(["--shape", "8,16,32", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "fp32 (8 x 16) @ (16 x 32), median of 1"
-    assert {line.split()[0] for line in lines[1:]} >= {"numpy", "torch"}
+    assert lines[0] == "(8 x 16) @ (16 x 32), fp32 unless named, median of 1"
+    names = {line.rsplit(maxsplit=2)[0] for line in lines[1:]}
+    assert names >= {"numpy", "torch F.linear (MKL)", "torch bf16"}
+    assert all(float(line.split()[-2]) > 0 for line in lines[1:])

@@ -1,6 +1,6 @@
 """The torch backend's inference fast paths give the numbers of its plain paths (which the parity tests
-check against the reference): the conv feature encoder as im2col matmuls, the positional conv's weight
-norm computed once. Within the conformance table's tolerances; their speed is the benchmark's business."""
+check against the reference): float32 CPU matmuls through oneDNN, the conv feature encoder as im2col
+matmuls, the positional conv's weight norm computed once. Within the conformance table's tolerances; their speed is the benchmark's business."""
 import numpy as np
 import pytest
 
@@ -10,6 +10,7 @@ from conftest import small_config
 
 torch = pytest.importorskip("torch")
 from wav2vec2.backends.torch import Wav2Vec2Model  # noqa: E402
+from wav2vec2.backends.torch import modeling  # noqa: E402
 
 
 def _model(arch, **overrides):
@@ -42,9 +43,12 @@ def test_im2col_feature_encoder_matches_the_convolutions(arch, dtype):
     x = torch.randn(3, 1234, generator=torch.Generator().manual_seed(0)).to(dtype)
     with torch.no_grad():
         fast = _im2col(encoder, x)
-        assert encoder.uses_im2col(x) == (dtype != torch.float32)  # float32 keeps oneDNN's convolutions
-        if dtype != torch.float32:
-            assert torch.equal(encoder(x), fast)  # the encoder takes the matmul path in inference
+        # float32: the matmul form; bf16: the convolutions only where oneDNN has bf16 kernels but no AMX
+        expected = torch.backends.mkldnn.is_available() if dtype == torch.float32 else (
+            torch.cpu._is_amx_tile_supported() or not torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        assert encoder.uses_im2col(x) == expected
+        if expected:  # the encoder takes the matmul path in inference
+            _close(encoder(x), fast, "float32" if dtype == torch.float32 else "bfloat16")
     with torch.enable_grad():
         assert not encoder.uses_im2col(x)
         plain = encoder(x).detach()  # autograd on: the convolutions
@@ -60,6 +64,25 @@ def test_im2col_encoder_on_a_kernel_longer_than_its_stride_and_odd_lengths():
             fast = _im2col(model.feature_extractor, x)
         plain = model.feature_extractor(x).detach()
         _close(fast, plain)
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_im2col_encoder_in_spans_gives_the_frames_of_the_whole_input(arch):
+    # spans of output frames, each from its own samples; the GroupNorm's statistics stay the whole
+    # utterance's (base), so every span size gives the convolutions' frames
+    model = _model(arch, conv_dim=(16, 16, 16, 16), conv_kernel=(10, 3, 3, 2), conv_stride=(5, 2, 2, 2))
+    encoder = model.feature_extractor
+    x = torch.randn(2, 40 * model.config.inputs_to_logits_ratio + 1234)
+    plain = encoder(x).detach()  # autograd on: the convolutions
+    frames = plain.shape[-1]
+    with torch.no_grad():
+        for span in (1, 3, 7, frames - 1, frames, 10 * frames):
+            got = encoder.forward_channels_last(x, span).transpose(1, 2)
+            assert got.shape == plain.shape
+            _close(got, plain)
+        short = x[:, :59]  # one sample short of a frame's 60
+        with pytest.raises(ValueError, match="59 samples; the conv feature encoder needs at least 60"):
+            encoder.forward_channels_last(short)
 
 
 def test_positional_conv_weight_norm_is_computed_once_and_follows_the_weights():
@@ -102,7 +125,7 @@ def test_training_keeps_the_plain_paths_and_their_gradients():
     pos = model.encoder.pos_conv_embed.conv.parametrizations.weight
     assert pos.original0.grad is not None and pos.original1.grad is not None
     assert model.feature_extractor.conv_layers[0].conv.weight.grad is not None
-    assert getattr(model.encoder.pos_conv_embed, "_normalised_weight", None) is None
+    assert model.encoder.pos_conv_embed not in modeling._DERIVED  # nothing cached for inference
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -115,3 +138,70 @@ def test_whole_model_fast_paths_match_the_plain_model(dtype):
         plain = model(x).last_hidden_state.detach()
     _close(fast, plain, "float32" if dtype == torch.float32 else "bfloat16", kind="hidden")
     assert np.isfinite(fast.float().numpy()).all()
+
+
+def _op_names(run) -> set:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_matmuls_run_through_onednn_with_the_numbers_of_f_linear(dtype):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    native = dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    generator = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(48, 20).to(dtype)
+    weight, bias = layer.weight.double(), layer.bias.double()
+    for shape in ((3, 7, 48), (5, 48), (0, 4, 48), (2, 3, 96)):
+        x = torch.randn(shape, generator=generator).to(dtype)
+        if shape[-1] == 96:
+            x = x[..., ::2]  # a strided input
+        add = torch.randn(*shape[:-1], 20, generator=generator).to(dtype)
+        product = torch.nn.functional.linear(x.double(), weight, bias)
+        for activation, extra in ((None, None), ("gelu", None), ("gelu_new", None), ("relu", None),
+                                  ("swish", None), (None, add), ("gelu", add)):
+            expected = product if extra is None else product + extra.double()
+            if activation is not None:
+                expected = modeling.ACTIVATIONS[activation](expected)
+            with torch.inference_mode():
+                assert modeling.uses_onednn_matmul(x) == native
+                got = modeling.dense(x, layer.weight, layer.bias, activation, add=extra)
+            assert got.dtype == dtype and got.shape == expected.shape
+            if got.numel():
+                assert (got.double() - expected).abs().max().item() < tolerance * max(1, expected.abs().max().item())
+    with torch.inference_mode():
+        names = _op_names(lambda: modeling.linear(layer, x))
+        assert ("mkldnn::_linear_pointwise" in names) == native
+    assert not modeling.uses_onednn_matmul(x)  # autograd on: F.linear, which has a backward
+    x.requires_grad_(True)
+    modeling.linear(layer, x, "gelu").sum().backward()
+    assert layer.weight.grad is not None and x.grad is not None
+
+
+@pytest.mark.filterwarnings("ignore:.*quantize:UserWarning")
+def test_a_linear_with_hooks_or_replaced_runs_its_own_forward():
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 8)
+    seen = []
+    handle = layer.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.inference_mode():
+        out = modeling.linear(layer, x)
+    assert len(seen) == 1 and seen[0] is out
+    handle.remove()
+    quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear}, torch.qint8)[0]
+    with torch.inference_mode():
+        got = modeling.linear(quantized, x)
+    assert (got - layer(x).detach()).abs().max().item() < 0.05
+
+
+def test_whole_model_float32_inference_has_no_mkl_linear():
+    model = _model("base")
+    x = torch.randn(2, 1600)
+    with torch.inference_mode():
+        names = _op_names(lambda: model(x))
+    if torch.backends.mkldnn.is_available():
+        assert "mkldnn::_linear_pointwise" in names
+        assert not names & {"aten::linear", "aten::addmm"}, names
