@@ -205,3 +205,23 @@ def test_whole_model_float32_inference_has_no_mkl_linear():
     if torch.backends.mkldnn.is_available():
         assert "mkldnn::_linear_pointwise" in names
         assert not names & {"aten::linear", "aten::addmm"}, names
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_bf16_positional_conv_with_few_channels_per_group_gives_the_float64_numbers(grad):
+    # torch's CPU bf16 grouped conv is wrong for < 16 channels per group and an even kernel (AMX):
+    # such a conv runs in float32, so the model keeps the numbers of the float64 oracle
+    model = _model("stable", hidden_size=48, num_attention_heads=4, num_conv_pos_embeddings=16,
+                   num_conv_pos_embedding_groups=4)  # 12 channels per group
+    pos = model.encoder.pos_conv_embed
+    x = torch.randn(2, 30, 48, generator=torch.Generator().manual_seed(1))
+    conv = pos.conv
+    expected = torch.nn.functional.conv1d(x.double().transpose(1, 2), conv.weight.double(), conv.bias.double(),
+                                          padding=conv.padding, groups=conv.groups)[:, :, :-1]
+    expected = torch.nn.functional.gelu(expected).transpose(1, 2)
+    pos.to(torch.bfloat16)
+    assert pos.runs_in_float32(x.bfloat16())
+    with torch.set_grad_enabled(grad):
+        got = pos(x.bfloat16()).detach()
+    assert got.dtype == torch.bfloat16
+    assert (got.double() - expected).abs().max().item() < 0.03 * expected.abs().max().item()

@@ -446,17 +446,35 @@ class PositionalConvEmbedding(nn.Module):
         return derived(self, "normalised_weight", (weight.original0, weight.original1), lambda: (
             self.conv.weight[:, :, None].contiguous(memory_format=torch.channels_last)))
 
+    def runs_in_float32(self, hidden_states: torch.Tensor) -> bool:
+        """Whether this bf16/fp16 conv runs in float32: torch's CPU grouped convolution in bf16 returns
+        wrong numbers (relative error ~1, torch 2.13 on an AMX CPU) with fewer than 16 channels per
+        group and an even kernel, as small models have (base and large have 48 and 64)."""
+        return (
+            hidden_states.dtype in (torch.bfloat16, torch.float16)
+            and hidden_states.device.type == "cpu"
+            and self.conv.in_channels // self.conv.groups < 16
+        )
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        dtype = hidden_states.dtype
+        in_float32 = self.runs_in_float32(hidden_states)
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-            x = self.conv(hidden_states.transpose(1, 2))  # (batch, hidden, frames [+1])
+            x = hidden_states.transpose(1, 2)  # (batch, hidden, frames)
+            if in_float32:
+                x = F.conv1d(x.float(), self.conv.weight.float(), self.conv.bias.float(),
+                             padding=self.conv.padding, groups=self.conv.groups).to(dtype)
+            else:
+                x = self.conv(x)  # (batch, hidden, frames [+1])
         else:
             # As a 2-D conv on (batch, hidden, 1, frames) in channels-last memory, which is the
             # (batch, frames, hidden) input as it lies: oneDNN runs this grouped conv 2x faster so
             # than on conv1d's (batch, hidden, frames), and no transposed copy is made.
-            x = F.conv2d(
-                hidden_states.transpose(1, 2)[:, :, None], self.normalised_weight(), self.conv.bias,
-                padding=(0, self.conv.padding[0]), groups=self.conv.groups,
-            )[:, :, 0]
+            weight, bias = self.normalised_weight(), self.conv.bias
+            x = hidden_states.transpose(1, 2)[:, :, None]
+            if in_float32:
+                x, weight, bias = x.float(), weight.float(), bias.float()
+            x = F.conv2d(x, weight, bias, padding=(0, self.conv.padding[0]), groups=self.conv.groups)[:, :, 0].to(dtype)
         if self.trim_last_frame:
             x = x[:, :, :-1]
         return self.activation(x).transpose(1, 2)
