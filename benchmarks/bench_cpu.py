@@ -49,7 +49,8 @@ ENGINES = (
     "openvino-fp32", "openvino-bf16",
 )
 # Not in the default set: torch.compile's first call takes a minute on base shapes here.
-OPTIONAL_ENGINES = ("ours-torch-fp32-compiled", "ours-torch-bf16-compiled")
+OPTIONAL_ENGINES = ("ours-torch-fp32-compiled", "ours-torch-bf16-compiled",
+                    "ours-tensorflow-bf16-xla", "ours-tensorflow-fp32-graph")
 
 
 def _config(text: str) -> Wav2Vec2Config:
@@ -145,7 +146,7 @@ def _reference(dtype_name):
     return build
 
 
-def _tensorflow(dtype_name):
+def _tensorflow(dtype_name, xla):
     def build(config, state, threads, workdir):
         import keras
         import tensorflow as tf
@@ -160,7 +161,7 @@ def _tensorflow(dtype_name):
             model.load_canonical_state_dict(state)
         finally:
             keras.config.set_dtype_policy(previous)
-        forward = tf.function(lambda x: tf.cast(model(x, training=False).logits, tf.float32), jit_compile=True)
+        forward = tf.function(lambda x: tf.cast(model(x, training=False).logits, tf.float32), jit_compile=xla)
         return lambda x: forward(tf.constant(x)).numpy()
 
     return build
@@ -222,8 +223,8 @@ def _openvino(dtype_name):
         if threads:
             properties["INFERENCE_NUM_THREADS"] = threads
         compiled = ov.Core().compile_model(_onnx_file(config, state, workdir, False), "CPU", properties)
-        got = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        if dtype_name == "bf16" and "bf16" not in got:
+        got = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()  # "<Type: 'bfloat16'>" or f32
+        if dtype_name == "bf16" and "bf" not in got:
             print(f"  note: openvino-bf16 runs in {got} here (no native bf16 on this CPU)")
         request = compiled.create_infer_request()
         return lambda x: np.array(request.infer({"input_values": x})[0], dtype=np.float32)
@@ -236,7 +237,8 @@ BUILDERS = {
     "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"), "ours-torch-int8": _torch("int8"),
     "ours-torch-fp32-plain": _torch("fp32", plain=True), "ours-torch-bf16-plain": _torch("bf16", plain=True),
     "ours-torch-fp32-compiled": _torch("fp32", compiled=True), "ours-torch-bf16-compiled": _torch("bf16", compiled=True),
-    "ours-tensorflow-fp32": _tensorflow("fp32"), "ours-tensorflow-bf16": _tensorflow("bf16"),
+    "ours-tensorflow-fp32": _tensorflow("fp32", xla=True), "ours-tensorflow-bf16": _tensorflow("bf16", xla=False),
+    "ours-tensorflow-bf16-xla": _tensorflow("bf16", xla=True), "ours-tensorflow-fp32-graph": _tensorflow("fp32", xla=False),
     "ours-flax-fp32": _flax("fp32"), "ours-flax-bf16": _flax("bf16"),
     "onnxruntime-fp32": _onnxruntime(False), "onnxruntime-int8": _onnxruntime(True),
     "openvino-fp32": _openvino("fp32"), "openvino-bf16": _openvino("bf16"),

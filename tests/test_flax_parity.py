@@ -277,3 +277,43 @@ def test_matches_reference_flax(head):
     for ours_h, ref_h in zip(o.hidden_states, r.hidden_states):
         close(ours_h, ref_h)
     close(o.last_hidden_state if head == "model" else o.logits, r.last_hidden_state if head == "model" else r.logits)
+
+
+@pytest.mark.parametrize("kernel, stride, channels, samples", [
+    (10, 5, 1, 203), (3, 2, 8, 41), (2, 2, 8, 40), (5, 2, 6, 30), (400, 160, 1, 1000), (4, 4, 3, 17),
+])
+def test_strided_conv_in_bf16_as_matmuls_gives_the_float64_conv(kernel, stride, channels, samples):
+    # bf16 runs as matmuls over blocks of taps (or copied windows); float32 is lax's conv
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, samples, channels)).astype(np.float32)
+    conv = modeling.StridedConv(16, kernel, stride, True, jnp.bfloat16, bias_init=jax.nn.initializers.normal(1.0))
+    params = conv.init(jax.random.PRNGKey(0), x)
+    w, b = np.asarray(params["params"]["kernel"], np.float64), np.asarray(params["params"]["bias"], np.float64)
+    xq = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
+    wq = np.asarray(jnp.asarray(w, jnp.bfloat16), np.float64)
+    frames = (samples - kernel) // stride + 1
+    windows = np.stack([xq[:, t * stride:t * stride + kernel] for t in range(frames)], axis=1)  # (b, f, k, c)
+    expected = np.einsum("bfkc,kco->bfo", windows, wq) + b
+    got = conv.apply(params, x)
+    assert got.dtype == jnp.bfloat16 and got.shape == expected.shape
+    assert np.abs(np.asarray(got, np.float64) - expected).max() <= 1e-2 * np.abs(expected).max()
+    full = modeling.StridedConv(16, kernel, stride, True, jnp.float32, bias_init=jax.nn.initializers.normal(1.0))
+    expected = np.einsum("bfkc,kco->bfo", np.stack([x[:, t * stride:t * stride + kernel] for t in range(frames)], 1), w) + b
+    assert np.abs(np.asarray(full.apply(params, x), np.float64) - expected).max() < 1e-4
+
+
+def test_bf16_dense_sums_in_float32():
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 5, 512)).astype(np.float32)
+    dense = modeling.Dense(7, dtype=jnp.bfloat16)
+    params = dense.init(jax.random.PRNGKey(0), x)
+    w = np.asarray(jnp.asarray(params["params"]["kernel"], jnp.bfloat16), np.float64)
+    expected = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64) @ w
+    got = dense.apply(params, x)
+    assert got.dtype == jnp.bfloat16
+    # one rounding of a float32 sum: within bf16's half ulp of the float64 product (plus float32 noise)
+    assert np.abs(np.asarray(got, np.float64) - expected).max() <= 2 ** -8 * np.abs(expected).max() + 1e-5

@@ -240,8 +240,10 @@ def test_freeze_feature_encoder_and_base_model_and_remat():
     frozen, frozen_input_grads = ctc_grads(model, x, labels)
     conv = frozen["wav2vec2"]["feature_extractor"]
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree_util.tree_leaves(conv))
-    np.testing.assert_allclose(frozen["lm_head"]["kernel"], grads["lm_head"]["kernel"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(frozen_input_grads, input_grads, rtol=1e-5, atol=1e-6)  # inputs still get gradients
+    # the frozen program is another XLA program (other fusions, other float32 sums): 1e-4, as measured
+    # on an AMX CPU (8.8e-5 relative on an input gradient), where 1e-5 held on others
+    np.testing.assert_allclose(frozen["lm_head"]["kernel"], grads["lm_head"]["kernel"], rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(frozen_input_grads, input_grads, rtol=2e-4, atol=1e-6)  # inputs still get gradients
 
     model.freeze_base_model()
     frozen, _ = ctc_grads(model, x, labels)

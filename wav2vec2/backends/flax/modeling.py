@@ -50,6 +50,27 @@ ACTIVATIONS = {
 TORCH_NORM_EPS = 1e-5
 
 
+def wide_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """``jax.lax.dot_general`` that sums bf16/fp16 operands in float32 and rounds the result once.
+    XLA's CPU backend runs a dot with a bf16 result as a float32 dot between conversions (no faster
+    than float32, benchmarks/bench_cpu.py); asked for a float32 result, it runs its bf16 kernels."""
+    if preferred_element_type is None and lhs.dtype in (jnp.bfloat16, jnp.float16) and rhs.dtype == lhs.dtype:
+        out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32, **kwargs)
+        return out.astype(lhs.dtype)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=preferred_element_type,
+                               **kwargs)
+
+
+Dense = partial(nn.Dense, dot_general=wide_dot_general)  # every linear layer of the Flax backend
+
+
+def wide_einsum(subscripts: str, *operands):
+    """``jnp.einsum`` of bf16/fp16 operands summed in float32 (see ``wide_dot_general``), in their dtype."""
+    if operands[0].dtype in (jnp.bfloat16, jnp.float16):
+        return jnp.einsum(subscripts, *operands, preferred_element_type=jnp.float32).astype(operands[0].dtype)
+    return jnp.einsum(subscripts, *operands)
+
+
 # ---------------------------------------------------------------------------------------- outputs
 @flax.struct.dataclass
 class Wav2Vec2BaseModelOutput:
@@ -128,6 +149,49 @@ def frame_mask(config, attention_mask: Array, num_frames: int, add_adapter: Opti
 
 
 # ---------------------------------------------------------------------------- feature encoder
+class StridedConv(nn.Module):
+    """A 1-D "VALID" conv with nn.Conv's parameters (kernel (kernel, in, out), bias (out,)).
+
+    In bf16/fp16 it runs as matmuls summed in float32, which XLA's CPU backend runs on its bf16
+    kernels (a bf16 convolution it runs as a float32 one between conversions): x is cut into rows of
+    `stride` consecutive samples, and each block of `stride` taps is one matmul over rows, one row
+    per frame. Where the blocks' sums would write more than copying the windows (one input channel),
+    the windows are copied and take one matmul (as the torch backend's ``ConvLayer.windows_matmul``)."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    use_bias: bool
+    dtype: Any = jnp.float32
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x):  # (batch, samples, in) -> (batch, frames, features)
+        kernel = self.param("kernel", conv_kernel_init, (self.kernel_size, x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if x.dtype in (jnp.bfloat16, jnp.float16):
+            y = self._as_matmuls(x, kernel)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (self.stride,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+        return y if bias is None else y + bias
+
+    def _as_matmuls(self, x, kernel):
+        (batch, samples, channels), k, s = x.shape, self.kernel_size, self.stride
+        frames, blocks = (samples - k) // s + 1, -(-k // s)
+        rows = frames + blocks - 1
+        if rows * s > samples:  # padding the last blocks never read
+            x = jnp.pad(x, ((0, 0), (0, rows * s - samples), (0, 0)))
+        x = x[:, :rows * s].reshape(batch, rows, s * channels)
+        parts = [(x[:, j:j + frames, :min(s, k - j * s) * channels], kernel[j * s:(j + 1) * s]) for j in range(blocks)]
+        if k * channels <= 2 * (blocks - 1) * self.features:
+            windows = jnp.concatenate([p for p, _ in parts], axis=-1)  # (batch, frames, k * channels)
+            return wide_einsum("btk,ko->bto", windows, kernel.reshape(k * channels, self.features))
+        y = sum(jnp.einsum("btk,ko->bto", p, w.reshape(-1, self.features), preferred_element_type=jnp.float32)
+                for p, w in parts)
+        return y.astype(x.dtype)
+
+
 class ConvLayer(nn.Module):
     """One conv of the feature encoder: conv, then (per feat_extract_norm) a norm, then activation."""
 
@@ -139,16 +203,9 @@ class ConvLayer(nn.Module):
     def __call__(self, x):  # (batch, time, in) -> (batch, time', out)
         config, i = self.config, self.layer_id
         in_dim = config.conv_dim[i - 1] if i > 0 else 1
-        x = nn.Conv(
-            config.conv_dim[i],
-            kernel_size=(config.conv_kernel[i],),
-            strides=(config.conv_stride[i],),
-            padding="VALID",
-            use_bias=config.conv_bias,
-            dtype=self.dtype,
-            kernel_init=conv_kernel_init,
-            bias_init=conv_bias_init(in_dim * config.conv_kernel[i]),
-            name="conv",
+        x = StridedConv(
+            config.conv_dim[i], config.conv_kernel[i], config.conv_stride[i], config.conv_bias, self.dtype,
+            bias_init=conv_bias_init(in_dim * config.conv_kernel[i]), name="conv",
         )(x)
         if config.feat_extract_norm == "layer":
             x = layer_norm(TORCH_NORM_EPS, self.dtype, "layer_norm")(x)
@@ -184,7 +241,7 @@ class FeatureProjection(nn.Module):
         config = self.config
         normed = layer_norm(config.layer_norm_eps, self.dtype, "layer_norm")(features)
         fan_in = config.conv_dim[-1]
-        hidden = nn.Dense(
+        hidden = Dense(
             config.hidden_size, dtype=self.dtype, kernel_init=uniform_init(math.sqrt(1 / fan_in)),
             bias_init=uniform_init(math.sqrt(1 / fan_in)), name="projection",
         )(normed)  # (batch, frames, hidden)
@@ -248,7 +305,7 @@ class Attention(nn.Module):
         config = self.config
         batch, frames, _ = x.shape
         heads, head_dim = config.num_attention_heads, config.head_dim
-        dense = partial(nn.Dense, config.hidden_size, dtype=self.dtype, kernel_init=dense_init(config))
+        dense = partial(Dense, config.hidden_size, dtype=self.dtype, kernel_init=dense_init(config))
 
         def split_heads(t):  # (batch, frames, hidden) -> (batch, frames, heads, head_dim)
             return t.reshape(batch, frames, heads, head_dim)
@@ -257,13 +314,13 @@ class Attention(nn.Module):
         key = split_heads(dense(name="k_proj")(x))
         value = split_heads(dense(name="v_proj")(x))
 
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)  # (batch, heads, q, k)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)  # (batch, heads, q, k)
         if key_mask is not None:
             scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         dropped = nn.Dropout(config.attention_dropout)(weights, deterministic)
 
-        out = jnp.einsum("bhqk,bkhd->bqhd", dropped, value).reshape(batch, frames, config.hidden_size)
+        out = wide_einsum("bhqk,bkhd->bqhd", dropped, value).reshape(batch, frames, config.hidden_size)
         out = dense(name="out_proj")(out)
         return out, (weights if output_attentions else None)
 
@@ -276,10 +333,10 @@ class FeedForward(nn.Module):
     def __call__(self, x, deterministic: bool):
         config = self.config
         init = dense_init(config)
-        x = nn.Dense(config.intermediate_size, dtype=self.dtype, kernel_init=init, name="intermediate_dense")(x)
+        x = Dense(config.intermediate_size, dtype=self.dtype, kernel_init=init, name="intermediate_dense")(x)
         x = ACTIVATIONS[config.hidden_act](x)
         x = nn.Dropout(config.activation_dropout)(x, deterministic)
-        x = nn.Dense(config.hidden_size, dtype=self.dtype, kernel_init=init, name="output_dense")(x)
+        x = Dense(config.hidden_size, dtype=self.dtype, kernel_init=init, name="output_dense")(x)
         return nn.Dropout(config.hidden_dropout)(x, deterministic)
 
 
@@ -294,9 +351,9 @@ class AttnAdapterLayer(nn.Module):
         config = self.config
         init = dense_init(config)
         x = layer_norm(TORCH_NORM_EPS, self.dtype, "norm")(x)
-        x = nn.Dense(config.adapter_attn_dim, dtype=self.dtype, kernel_init=init, name="linear_1")(x)
+        x = Dense(config.adapter_attn_dim, dtype=self.dtype, kernel_init=init, name="linear_1")(x)
         x = jax.nn.relu(x)
-        return nn.Dense(config.hidden_size, dtype=self.dtype, kernel_init=init, name="linear_2")(x)
+        return Dense(config.hidden_size, dtype=self.dtype, kernel_init=init, name="linear_2")(x)
 
 
 class EncoderLayer(nn.Module):
@@ -438,7 +495,7 @@ class Adapter(nn.Module):
     def __call__(self, x, deterministic: bool = True, skipped: Optional[Tuple[bool, ...]] = None):
         config = self.config
         if config.output_hidden_size != config.hidden_size:
-            x = nn.Dense(config.output_hidden_size, dtype=self.dtype, kernel_init=dense_init(config), name="proj")(x)
+            x = Dense(config.output_hidden_size, dtype=self.dtype, kernel_init=dense_init(config), name="proj")(x)
             x = layer_norm(TORCH_NORM_EPS, self.dtype, "proj_layer_norm")(x)
         if deterministic or config.layerdrop <= 0:
             skipped = (False,) * config.num_adapter_layers
@@ -472,7 +529,7 @@ class GumbelVectorQuantizer(nn.Module):
         codebook = self.param(
             "codevectors", nn.initializers.uniform(1.0), (1, groups * per_group, config.codevector_dim // groups)
         )
-        logits = nn.Dense(
+        logits = Dense(
             groups * per_group, dtype=self.dtype, kernel_init=nn.initializers.normal(1.0), name="weight_proj"
         )(features)
         batch, frames, _ = features.shape
@@ -522,7 +579,7 @@ class TDNNLayer(nn.Module):
         # lax slices, not indexing: indexing clamps its bounds, which a symbolic length (jax.export) cannot decide
         windows = [jax.lax.slice_in_dim(x, j * dilation, j * dilation + out_frames, axis=1) for j in range(kernel)]
         stacked = jnp.concatenate(windows, axis=-1)
-        y = nn.Dense(config.tdnn_dim[i], dtype=self.dtype, kernel_init=dense_init(config), name="kernel")(stacked)
+        y = Dense(config.tdnn_dim[i], dtype=self.dtype, kernel_init=dense_init(config), name="kernel")(stacked)
         return jax.nn.relu(y)
 
 
@@ -712,7 +769,7 @@ class Wav2Vec2ForCTCModule(_HeadModule):
         outputs = self.run_base_model(input_values, attention_mask, deterministic, output_hidden_states,
                                       output_attentions, mask_time_indices, mask_feature_indices)
         hidden = nn.Dropout(config.final_dropout)(outputs.last_hidden_state, deterministic)
-        logits = nn.Dense(config.vocab_size, dtype=self.dtype, kernel_init=dense_init(config), name="lm_head")(hidden)
+        logits = Dense(config.vocab_size, dtype=self.dtype, kernel_init=dense_init(config), name="lm_head")(hidden)
 
         loss = None
         if labels is not None:
@@ -735,13 +792,13 @@ class Wav2Vec2ForSequenceClassificationModule(_HeadModule):
                                       mask_time_indices, mask_feature_indices)
         hidden = self.layer_weighted_states(outputs)
         init = dense_init(config)
-        hidden = nn.Dense(config.classifier_proj_size, dtype=self.dtype, kernel_init=init, name="projector")(hidden)
+        hidden = Dense(config.classifier_proj_size, dtype=self.dtype, kernel_init=init, name="projector")(hidden)
         if attention_mask is None:
             pooled = hidden.mean(axis=1)
         else:  # mean over the valid frames only
             valid = frame_mask(config, attention_mask, hidden.shape[1])[:, :, None]
             pooled = jnp.where(valid, hidden, 0).sum(axis=1) / valid.sum(axis=1)
-        logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=init, name="classifier")(pooled)
+        logits = Dense(config.num_labels, dtype=self.dtype, kernel_init=init, name="classifier")(pooled)
         loss = None if labels is None else cross_entropy(logits, labels.reshape(-1))
         return HeadOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
@@ -756,7 +813,7 @@ class Wav2Vec2ForAudioFrameClassificationModule(_HeadModule):
                                       output_hidden_states or config.use_weighted_layer_sum, output_attentions,
                                       mask_time_indices, mask_feature_indices)
         hidden = self.layer_weighted_states(outputs)
-        logits = nn.Dense(config.num_labels, dtype=self.dtype, kernel_init=dense_init(config), name="classifier")(hidden)
+        logits = Dense(config.num_labels, dtype=self.dtype, kernel_init=dense_init(config), name="classifier")(hidden)
         loss = None
         if labels is not None:
             # labels: (batch, frames, num_labels) scores; the target is their argmax (as the reference).
@@ -776,7 +833,7 @@ class Wav2Vec2ForXVectorModule(_HeadModule):
                                       mask_time_indices, mask_feature_indices)
         hidden = self.layer_weighted_states(outputs)
         init = dense_init(config)
-        hidden = nn.Dense(config.tdnn_dim[0], dtype=self.dtype, kernel_init=init, name="projector")(hidden)
+        hidden = Dense(config.tdnn_dim[0], dtype=self.dtype, kernel_init=init, name="projector")(hidden)
         for i in range(len(config.tdnn_dim)):
             hidden = TDNNLayer(config, i, self.dtype, name=f"tdnn_{i}")(hidden)
 
@@ -794,8 +851,8 @@ class Wav2Vec2ForXVectorModule(_HeadModule):
         variance = jnp.where(valid, (hidden - mean[:, None]) ** 2, 0).sum(1) / (lengths[:, None] - 1)
         statistics = jnp.concatenate([mean, jnp.sqrt(variance)], axis=-1).astype(self.dtype)
 
-        embeddings = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="feature_extractor")(statistics)
-        logits = nn.Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="classifier")(embeddings)
+        embeddings = Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="feature_extractor")(statistics)
+        logits = Dense(config.xvector_output_dim, dtype=self.dtype, kernel_init=init, name="classifier")(embeddings)
         loss = AMSoftmaxObjective(config, name="objective")(logits, labels)
         return XVectorOutput(loss=loss, logits=logits, embeddings=embeddings, hidden_states=outputs.hidden_states,
                              attentions=outputs.attentions)
@@ -810,7 +867,7 @@ class Wav2Vec2ForPreTrainingModule(_HeadModule):
         config = self.config
         outputs = self.run_base_model(input_values, attention_mask, deterministic, output_hidden_states,
                                       output_attentions, mask_time_indices, mask_feature_indices)
-        projected = nn.Dense(
+        projected = Dense(
             config.proj_codevector_dim, dtype=self.dtype, kernel_init=torch_linear_init(config.hidden_size),
             bias_init=torch_linear_init(config.hidden_size), name="project_hid",
         )(outputs.last_hidden_state)
@@ -819,7 +876,7 @@ class Wav2Vec2ForPreTrainingModule(_HeadModule):
         quantized, perplexity = GumbelVectorQuantizer(config, self.dtype, name="quantizer")(
             features, mask_time_indices, gumbel_temperature, deterministic, gumbel_noise
         )
-        quantized = nn.Dense(
+        quantized = Dense(
             config.proj_codevector_dim, dtype=self.dtype, kernel_init=torch_linear_init(config.codevector_dim),
             bias_init=torch_linear_init(config.codevector_dim), name="project_q",
         )(quantized)
