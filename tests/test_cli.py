@@ -13,14 +13,14 @@ import sys
 import numpy as np
 import pytest
 
-from speech_checkpoints import SR, checkpoint, speech_files  # noqa: F401  (fixtures)
+from speech_checkpoints import SR, checkpoint, fp32_unless_given, speech_files  # noqa: F401  (fixtures)
 from wav2vec2.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_main(capsys, *argv):
-    code = main(["transcribe", *argv, "--no-progress"])
+    code = main(["transcribe", *fp32_unless_given(argv), "--no-progress"])
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
@@ -28,7 +28,7 @@ def run_main(capsys, *argv):
 
 def run_process(*argv, stdout=subprocess.PIPE):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-m", "wav2vec2", "transcribe", *argv, "--no-progress"], stdout=stdout,
+    done = subprocess.run([sys.executable, "-m", "wav2vec2", "transcribe", *fp32_unless_given(argv), "--no-progress"], stdout=stdout,
                           stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, timeout=300)
     assert "Traceback" not in done.stderr
     return done.returncode, done.stdout, done.stderr

@@ -543,3 +543,19 @@ def test_inputs_that_are_not_waveforms_are_named_error_records(checkpoint, speec
         assert set(record) == {"file", "error"} and record["error"].startswith(f"<array {index}>: ")
     assert "receptive field" in records[5]["error"]
     assert records[-1] == transcribe(speech_files[0], model=ctc)[0]
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_only_for_torch_on_a_cpu_with_amx(amx, monkeypatch):
+    import torch
+
+    from wav2vec2.transcription.model import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", "torch") == ("bf16" if amx else "fp32")
+    assert resolve_precision("auto", "torch", "cpu") == ("bf16" if amx else "fp32")
+    for backend, device in (("torch", "cuda"), ("torch", "cuda:1"), ("tensorflow", None), ("flax", "cpu"),
+                            ("onnxruntime", None)):
+        assert resolve_precision("auto", backend, device) == "fp32"
+    for precision in ("fp32", "bf16", "int8"):
+        assert resolve_precision(precision, "torch") == precision

@@ -30,8 +30,9 @@ def add_arguments(parser) -> None:
                         help="the fairseq fine-tuning dictionary (dict.ltr.txt) of a --model .pt file")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (torch); /GPU:0 (tensorflow); gpu (flax)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="bf16: bfloat16 weights and compute; int8: dynamic int8 linear layers (torch, tensorflow)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (default): bf16 with the torch backend on a CPU with AMX, else fp32; bf16: bfloat16 "
+                             "weights and compute; int8: dynamic int8 linear layers (torch, tensorflow)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="chunks per forward pass")
     parser.add_argument("--chunk-length-s", type=non_negative_float, default=20.0,
                         help="longer inputs run in chunks of this many seconds (0: never chunk)")

@@ -18,7 +18,22 @@ import numpy as np
 
 from ..config import Wav2Vec2Config
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def resolve_precision(precision: str, backend: str, device=None) -> str:
+    """"auto" -> the fastest precision whose transcripts are fp32's, by measurement (docs/performance.md):
+    bf16 for the torch backend on a CPU with AMX (3.7x its fp32 there, the same transcripts on the demo
+    model's speech); fp32 elsewhere (TensorFlow and Flax bf16 gain about 1.2x; without AMX torch's bf16
+    is at best on a par with fp32; GPUs are not measured). Any other precision is returned as it is."""
+    if precision != "auto":
+        return precision
+    if backend == "torch" and str(device or "cpu").split(":")[0] == "cpu":
+        import torch
+
+        if torch.cpu._is_amx_tile_supported():
+            return "bf16"
+    return "fp32"
 
 # (input_values (batch, samples) float32, attention_mask (batch, samples) int32 or None)
 #   -> logits (batch, frames, vocab) float32
@@ -251,7 +266,7 @@ def load_ctc_model(
     """Load a CTC checkpoint (directory, hub id, or fairseq ``.pt`` with its ``dictionary``) with one
     backend, plus its processor.
 
-    precision: "fp32"; "bf16" (bfloat16 weights and compute: torch casts the model, TensorFlow uses
+    precision: "auto" (``resolve_precision``: bf16 for torch on a CPU with AMX, else fp32); "fp32"; "bf16" (bfloat16 weights and compute: torch casts the model, TensorFlow uses
     Keras' mixed_bfloat16 policy, Flax computes in bfloat16); "int8" (dynamic int8 quantization of
     the linear layers: torch on the CPU, TensorFlow via Keras; Flax has none). Logits are float32.
     Raises ValueError for an unknown backend or precision, an unusable device or a missing framework.
@@ -260,6 +275,7 @@ def load_ctc_model(
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    precision = resolve_precision(precision, backend, device)
     config, feature_extractor, tokenizer = load_processor(model, dictionary, **hub_kwargs)
     try:
         forward = LOADERS[backend](model, config, device, precision, hub_kwargs)

@@ -316,11 +316,11 @@ class ConvLayer(nn.Module):
 class FeatureEncoder(nn.Module):
     """Raw waveform (batch, samples) -> conv features (batch, conv_dim[-1], frames)."""
 
-    # Output frames per span of the im2col path (forward_channels_last), by dtype, chosen by measurement
-    # (benchmarks/bench_conv_layers.py --spans): in float32 the fastest (a span's early activations stay
-    # in the caches); in bf16 longer spans only cost calls, so a span there only bounds the memory.
-    SPAN_FRAMES = {torch.float32: 128}
-    LONG_SPAN_FRAMES = 1024
+    # Output frames per span of the im2col path (forward_channels_last), chosen by measurement in the
+    # whole model (docs/performance.md): 128 frames (2.6 s) is the fastest in float32 and in bf16, where
+    # whole 10 s utterances were 1.1x (float32) and 1.6x (bf16) slower, their large first activations
+    # freshly mapped memory each call.
+    SPAN_FRAMES = 128
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
@@ -351,7 +351,7 @@ class FeatureEncoder(nn.Module):
         """The im2col path: waveform (batch, samples) -> features (batch, frames, conv_dim[-1]).
 
         Every layer but a GroupNorm is local in time, so the stack runs utterance by utterance and span
-        by span of `span_frames` output frames (default by dtype, SPAN_FRAMES), each from its own
+        by span of `span_frames` output frames (default SPAN_FRAMES), each from its own
         samples: the early layers' activations, whole 64 times the size of the last one's, then stay in
         the caches, and the memory is bounded whatever the input's length. A GroupNorm's statistics
         are over the whole utterance: they fold into the first layer's weights up front."""
@@ -365,7 +365,7 @@ class FeatureEncoder(nn.Module):
         frames = (x.shape[1] - receptive) // hop + 1
         if frames < 1:
             raise ValueError(f"input_values has {x.shape[1]} samples; the conv feature encoder needs at least {receptive}")
-        span = span_frames or self.SPAN_FRAMES.get(x.dtype, self.LONG_SPAN_FRAMES)
+        span = span_frames or self.SPAN_FRAMES
         out = None
         for utterance in range(x.shape[0]):  # one at a time: each layer's input is one (frames, channels) matrix
             for start in range(0, frames, span):
