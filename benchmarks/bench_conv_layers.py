@@ -1,6 +1,8 @@
 """Each conv layer of the torch feature encoder two ways, in inference: oneDNN's convolution (then the
-norm and GELU) against the im2col form (unfold + one matmul, activations kept (batch, time,
-channels)). This is the measurement that decides, per dtype, which one ``FeatureEncoder`` runs.
+norm and GELU) against the matmul form (``ConvLayer.forward_channels_last``: matmuls over blocks of
+taps read as strided views, or over copied windows, the GroupNorm folded in, activations kept (batch,
+time, channels)), whole utterances (the encoder itself runs spans of frames). This is the measurement
+that decides, per dtype, which one ``FeatureEncoder`` runs.
 
     python benchmarks/bench_conv_layers.py                    # fp32, one 10 s utterance, base shapes
     python benchmarks/bench_conv_layers.py --dtype bf16 --seconds 2

@@ -54,4 +54,4 @@ def test_bench_gemm_smoke(capsys):
     assert lines[0] == "(8 x 16) @ (16 x 32), fp32 unless named, median of 1"
     names = {line.rsplit(maxsplit=2)[0] for line in lines[1:]}
     assert names >= {"numpy", "torch F.linear (MKL)", "torch bf16"}
-    assert all(float(line.split()[-2]) > 0 for line in lines[1:])
+    assert all(float(line.split()[-2]) >= 0 for line in lines[1:])  # a number (a tiny shape may print 0.0)

@@ -23,7 +23,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 def resolve_precision(precision: str, backend: str, device=None) -> str:
     """"auto" -> the fastest precision whose transcripts are fp32's, by measurement (docs/performance.md):
-    bf16 for the torch backend on a CPU with AMX (3.7x its fp32 there, the same transcripts on the demo
+    bf16 for the torch backend on a CPU with AMX (3.8x its fp32 there, the same transcripts on the demo
     model's speech); fp32 elsewhere (TensorFlow and Flax bf16 gain about 1.2x; without AMX torch's bf16
     is at best on a par with fp32; GPUs are not measured). Any other precision is returned as it is."""
     if precision != "auto":
