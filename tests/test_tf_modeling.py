@@ -493,3 +493,22 @@ def test_bad_head_labels_raise(ctc_model):
         W.Wav2Vec2ForSequenceClassification(config)(waveforms, labels=np.zeros((2, 3), np.int64))
     with pytest.raises(ValueError, match=r"labels must have shape \(2, \d+, 3\) \(batch, frames, num_labels\)"):
         W.Wav2Vec2ForAudioFrameClassification(config)(waveforms, labels=np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_new"])
+def test_bf16_gelu_is_the_float64_gelu_rounded_once(name):
+    import math
+
+    from wav2vec2.backends.tensorflow import modeling
+
+    x = np.linspace(-6, 6, 2001)
+    bf16 = tf.cast(tf.constant(x, tf.float32), tf.bfloat16)
+    exact_x = tf.cast(bf16, tf.float64).numpy()
+    if name == "gelu":
+        exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in exact_x])
+    else:
+        exact = 0.5 * exact_x * (1 + np.tanh(math.sqrt(2 / math.pi) * (exact_x + 0.044715 * exact_x ** 3)))
+    got = modeling._ACTIVATIONS[name](bf16)
+    assert got.dtype == tf.bfloat16
+    # one rounding to bf16 (8 significant bits): within half an ulp, plus float32 noise near zero
+    assert np.all(np.abs(tf.cast(got, tf.float64).numpy() - exact) <= 2.0 ** -8 * np.abs(exact) + 1e-6)
