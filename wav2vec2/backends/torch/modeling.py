@@ -17,6 +17,7 @@ runs with ``find_unused_parameters=False``; ranks need not agree on which layers
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -77,6 +78,7 @@ def uses_onednn_matmul(x: torch.Tensor) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=None)  # a property of the CPU, asked on every matmul
 def _has_onednn_kernels(dtype: torch.dtype) -> bool:
     """Whether oneDNN runs `dtype` (bf16 or fp16) natively on this CPU, rather than emulated."""
     if dtype == torch.bfloat16:
@@ -324,6 +326,7 @@ class FeatureEncoder(nn.Module):
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
+        self.config = config
         self.conv_layers = nn.ModuleList(ConvLayer(config, i) for i in range(config.num_feat_extract_layers))
         self.gradient_checkpointing = False
 
@@ -355,16 +358,14 @@ class FeatureEncoder(nn.Module):
         samples: the early layers' activations, whole 64 times the size of the last one's, then stay in
         the caches, and the memory is bounded whatever the input's length. A GroupNorm's statistics
         are over the whole utterance: they fold into the first layer's weights up front."""
+        config = self.config
+        checks.waveform_shape(config, tuple(input_values.shape), True, str(input_values.dtype))  # long enough
         x = input_values[:, :, None]  # (batch, samples, 1)
         first = self.conv_layers[0]
         folded = first.folded_group_norm(x) if isinstance(first.layer_norm, nn.GroupNorm) else None
-        receptive, hop = 1, 1  # the samples one output frame sees, and the samples between frames
-        for layer in reversed(self.conv_layers):
-            receptive = (receptive - 1) * layer.conv.stride[0] + layer.conv.kernel_size[0]
-            hop *= layer.conv.stride[0]
-        frames = (x.shape[1] - receptive) // hop + 1
-        if frames < 1:
-            raise ValueError(f"input_values has {x.shape[1]} samples; the conv feature encoder needs at least {receptive}")
+        # the samples one output frame sees, and the samples between frames
+        receptive, hop = min_input_length(config, add_adapter=False), config.inputs_to_logits_ratio
+        frames = feat_extract_output_lengths(config, x.shape[1], add_adapter=False)
         span = span_frames or self.SPAN_FRAMES
         out = None
         for utterance in range(x.shape[0]):  # one at a time: each layer's input is one (frames, channels) matrix
