@@ -317,3 +317,61 @@ def test_bf16_dense_sums_in_float32():
     assert got.dtype == jnp.bfloat16
     # one rounding of a float32 sum: within bf16's half ulp of the float64 product (plus float32 noise)
     assert np.abs(np.asarray(got, np.float64) - expected).max() <= 2 ** -8 * np.abs(expected).max() + 1e-5
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+@pytest.mark.parametrize("span_frames", [1, 3, 7, None])
+@pytest.mark.parametrize("samples", [67, 240, 1003])
+def test_feature_encoder_by_spans_gives_the_layers_run_whole(arch, span_frames, samples):
+    # Each layer run in turn over whole utterances, the GroupNorm as flax's nn.GroupNorm, is the
+    # oracle for the span loop with its GroupNorm folded into the first layer's weights.
+    import jax.numpy as jnp
+
+    config = small_config(arch)
+    rng = np.random.default_rng(samples)
+    x = rng.standard_normal((2, samples)).astype(np.float32)
+    x[1] = 7.0 * x[1] + 3.0  # another scale and offset: each utterance has its own norm statistics
+    encoder = modeling.FeatureEncoder(config)
+    params = encoder.init(jax.random.PRNGKey(1), x)["params"]
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(np.float32), params)
+    expected = x[:, :, None]
+    for i in range(config.num_feat_extract_layers):
+        expected = modeling.ConvLayer(config, i).apply({"params": params[f"conv_layers_{i}"]}, expected)
+    frames = feat_extract_output_lengths(config, samples, add_adapter=False)
+    got = encoder.apply({"params": params}, x[:, :, None], params, span_frames, method=modeling.FeatureEncoder.by_spans)
+    assert got.shape == expected.shape == (2, frames, config.conv_dim[-1])
+    assert np.abs(np.asarray(got) - np.asarray(expected)).max() < 1e-5 * max(1.0, np.abs(expected).max())
+    if span_frames is None:  # the module's call takes the span path
+        np.testing.assert_allclose(np.asarray(encoder.apply({"params": params}, x)), np.asarray(got), rtol=0, atol=0)
+        bf16 = modeling.FeatureEncoder(config, jnp.bfloat16).apply({"params": params}, x)
+        assert bf16.dtype == jnp.bfloat16
+        assert np.abs(np.asarray(bf16, np.float32) - np.asarray(expected)).max() < 3e-2 * np.abs(expected).max()
+
+
+def test_feature_encoder_by_spans_rejects_too_short_input():
+    config = small_config()
+    encoder = modeling.FeatureEncoder(config)
+    params = encoder.init(jax.random.PRNGKey(0), np.zeros((1, 100), np.float32))
+    with pytest.raises(ValueError, match="samples"):
+        encoder.apply(params, np.zeros((1, 5), np.float32))
+
+
+def test_bf16_inference_casts_the_kernels_once_and_follows_new_weights():
+    # The cached bf16 kernels give the numbers of the float32 weights cast inside the call; replacing
+    # the weights replaces the cache.
+    import jax.numpy as jnp
+
+    config = small_config(**NO_DROPOUT)
+    model = wf.Wav2Vec2ForCTC(config, dtype=jnp.bfloat16)
+    x = np.random.default_rng(0).standard_normal((2, 400)).astype(np.float32)
+    cached = np.asarray(model(x).logits, np.float32)
+    kernels = [v for p, v in jax.tree_util.tree_flatten_with_path(model._compute_params(False))[0]
+               if p[-1].key == "kernel"]
+    assert kernels and all(k.dtype == jnp.bfloat16 for k in kernels)
+    assert model._compute_params(False) is model._compute_params(False)  # kept while the weights are
+    np.testing.assert_array_equal(cached, np.asarray(model(x, params=model.params).logits, np.float32))
+    state = {k: v * 1.5 for k, v in model.canonical_state_dict().items()}
+    model.load_canonical_state_dict(state)
+    changed = np.asarray(model(x).logits, np.float32)
+    assert not np.array_equal(changed, cached)
+    np.testing.assert_array_equal(changed, np.asarray(model(x, params=model.params).logits, np.float32))
