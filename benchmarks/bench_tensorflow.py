@@ -1,8 +1,9 @@
-"""Inference speed of the Keras 3 backend against the reference TFWav2Vec2Model, eager and XLA.
+"""Inference speed of the Keras 3 backend against the reference TFWav2Vec2Model: eager, graph, XLA.
 
 Base shapes (Wav2Vec2Config.preset("base")), random weights identical in both models (ours are written
-as tf_model.h5 and loaded by the reference), one utterance, fp32, on whatever CPU runs this. The four
-variants run interleaved, round after round, so that load from other processes hits them alike;
+as tf_model.h5 and loaded by the reference), one utterance, fp32, on whatever CPU runs this. Graph is
+tf.function without XLA (TensorFlow's own kernels, oneDNN on x86, with its fusions); XLA is
+tf.function(jit_compile=True). The six variants run interleaved, round after round, so that load from other processes hits them alike;
 the medians are reported.
 
     TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python benchmarks/bench_tensorflow.py [--seconds 10] [--rounds 7]
@@ -40,8 +41,10 @@ def variants(ours, reference):
     reference_xla = tf.function(lambda x: reference(x, training=False).last_hidden_state, jit_compile=True)
     return {
         "ours eager": lambda x: ours(x).last_hidden_state,
+        "ours graph": tf.function(lambda x: ours(x).last_hidden_state),
         "ours XLA": ours_xla,
         "reference eager": lambda x: reference(x, training=False).last_hidden_state,
+        "reference graph": tf.function(lambda x: reference(x, training=False).last_hidden_state),
         "reference XLA": reference_xla,
     }
 
@@ -79,7 +82,11 @@ def main():
     for name, median in medians.items():
         print(f"{name:16s} {median:9.3f} {min(times[name]):7.3f} {args.seconds / median:12.1f}")
     print(f"\nours eager / reference eager: {medians['ours eager'] / medians['reference eager']:.2f}x the time")
+    print(f"ours graph / reference graph: {medians['ours graph'] / medians['reference graph']:.2f}x the time")
     print(f"ours XLA   / reference XLA:   {medians['ours XLA'] / medians['reference XLA']:.2f}x the time")
+    best_ours, best_reference = min(medians, key=lambda n: medians[n] if n.startswith("ours") else 1e9), min(
+        medians, key=lambda n: medians[n] if n.startswith("reference") else 1e9)
+    print(f"fastest: {best_ours} / {best_reference}: {medians[best_ours] / medians[best_reference]:.2f}x the time")
 
 
 if __name__ == "__main__":

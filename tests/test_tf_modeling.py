@@ -512,3 +512,73 @@ def test_bf16_gelu_is_the_float64_gelu_rounded_once(name):
     assert got.dtype == tf.bfloat16
     # one rounding to bf16 (8 significant bits): within half an ulp, plus float32 noise near zero
     assert np.all(np.abs(tf.cast(got, tf.float64).numpy() - exact) <= 2.0 ** -8 * np.abs(exact) + 1e-6)
+
+
+# ------------------------------------------------------------------------------------ graph fast paths
+@pytest.mark.parametrize("arch", ["base", "stable"])
+@pytest.mark.parametrize("head", ["ctc", "xvector"])
+def test_head_in_a_graph_matches_reference_on_padded_batch(arch, head):
+    # In a tf.function the feature encoder runs span by span with a folded GroupNorm and the feed
+    # forward as one fused matmul; eagerly (the other tests) it runs the plain layers.
+    config = small_config(arch)
+    reference, model = model_pair(config, head)
+    waveforms, attention_mask = padded_batch()
+    graph = tf.function(lambda x, m: model(x, attention_mask=m).logits)
+    with torch.no_grad():
+        theirs = reference(torch.tensor(waveforms), attention_mask=torch.tensor(attention_mask)).logits.numpy()
+    np.testing.assert_allclose(graph(tf.constant(waveforms), tf.constant(attention_mask)).numpy(), theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["base", "stable"])
+@pytest.mark.parametrize("span_frames", [1, 3, 7, None])
+@pytest.mark.parametrize("samples", [67, 240, 1003])
+def test_feature_encoder_by_spans_gives_the_layers_run_whole(arch, span_frames, samples):
+    # Each layer run in turn over whole utterances, the GroupNorm as Keras' GroupNormalization, is
+    # the oracle for the span loop with its GroupNorm folded into the first layer's weights.
+    from wav2vec2.backends.tensorflow import modeling
+
+    config = small_config(arch)
+    rng = np.random.default_rng(samples)
+    x = rng.standard_normal((2, samples)).astype(np.float32)
+    x[1] = 7.0 * x[1] + 3.0  # another scale and offset: each utterance has its own norm statistics
+    encoder = modeling.FeatureEncoder(config)
+    encoder(x)  # builds the layers
+    for variable in encoder.weights:
+        variable.assign(variable + 0.1 * rng.standard_normal(variable.shape).astype(np.float32))
+    expected = x[:, :, None]
+    for layer in encoder.conv_layers:
+        expected = layer(expected)
+    expected = expected.numpy()
+    got = tf.function(lambda v: encoder.by_spans(v[:, :, None], span_frames))(tf.constant(x)).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-5 * max(1.0, np.abs(expected).max())
+    if span_frames is None:  # a graph call takes the span path
+        np.testing.assert_allclose(tf.function(encoder)(tf.constant(x)).numpy(), got, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("name", ["gelu", "gelu_new", "relu", "silu"])
+def test_matmul_with_fused_activation_in_a_graph_gives_the_float64_formula(dtype, with_bias, name):
+    import math
+
+    from wav2vec2.backends.tensorflow import modeling
+
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.standard_normal((2, 5, 64)).astype(np.float32), dtype)
+    kernel = tf.cast((rng.standard_normal((64, 48)) * 0.2).astype(np.float32), dtype)
+    bias = tf.cast(rng.standard_normal(48).astype(np.float32), dtype) if with_bias else None
+    got = tf.function(lambda a: modeling._matmul_activation(a, kernel, bias, name))(x)
+    assert got.dtype == x.dtype and got.shape == (2, 5, 48)
+    pre = tf.cast(x, tf.float64).numpy() @ tf.cast(kernel, tf.float64).numpy()
+    if with_bias:
+        pre = pre + tf.cast(bias, tf.float64).numpy()
+    erf = np.vectorize(math.erf)
+    expected = {
+        "gelu": lambda v: 0.5 * v * (1 + erf(v / math.sqrt(2))),
+        "gelu_new": lambda v: 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))),
+        "relu": lambda v: np.maximum(v, 0),
+        "silu": lambda v: v / (1 + np.exp(-v)),
+    }[name](pre)
+    tolerance = 2.0 ** -7 * np.abs(expected) + 2e-2 if dtype == "bfloat16" else 1e-5 * (1 + np.abs(expected))
+    assert np.all(np.abs(tf.cast(got, tf.float64).numpy() - expected) <= tolerance)

@@ -281,10 +281,10 @@ def folded_group_norm(config, params, x, chunk_frames: int = 4096):
 class FeatureEncoder(nn.Module):
     """Raw waveform (batch, samples) -> conv features (batch, frames, conv_dim[-1]).
 
-    Every layer but a GroupNorm is local in time, so outside rematerialisation the stack runs span
-    by span of SPAN_FRAMES output frames, each from its own samples, in a loop: the early layers'
-    activations (64 times the size of the last one's) then stay in the caches, and the memory is
-    bounded whatever the input's length. A GroupNorm's statistics are over the whole utterance:
+    Every layer but a GroupNorm is local in time, so outside rematerialisation and for inputs of a
+    known shape (not jax.export's symbolic ones) the stack runs span by span of SPAN_FRAMES output
+    frames, each from its own samples, in a loop: the early layers' activations (64 times the size of
+    the last one's) then stay in the caches, and the memory is bounded whatever the input's length. A GroupNorm's statistics are over the whole utterance:
     they fold into the first layer's weights up front (``folded_group_norm``)."""
 
     config: Wav2Vec2Config
@@ -297,7 +297,8 @@ class FeatureEncoder(nn.Module):
     @nn.compact
     def __call__(self, input_values):  # (batch, samples) -> (batch, frames, conv_dim[-1])
         x = input_values.astype(self.dtype)[:, :, None]
-        if self.remat or self.is_initializing():
+        symbolic = not all(isinstance(size, int) for size in x.shape)  # jax.export's symbolic shapes
+        if self.remat or self.is_initializing() or symbolic:
             layer_class = nn.remat(ConvLayer) if self.remat else ConvLayer
             for i in range(self.config.num_feat_extract_layers):
                 x = layer_class(self.config, i, self.dtype, name=f"conv_layers_{i}")(x)
