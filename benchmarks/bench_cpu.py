@@ -50,7 +50,7 @@ ENGINES = (
 )
 # Not in the default set: torch.compile's first call takes a minute on base shapes here.
 OPTIONAL_ENGINES = ("ours-torch-fp32-compiled", "ours-torch-bf16-compiled",
-                    "ours-tensorflow-bf16-xla", "ours-tensorflow-fp32-graph")
+                    "ours-tensorflow-bf16-xla", "ours-tensorflow-fp32-xla")
 
 
 def _config(text: str) -> Wav2Vec2Config:
@@ -237,8 +237,8 @@ BUILDERS = {
     "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"), "ours-torch-int8": _torch("int8"),
     "ours-torch-fp32-plain": _torch("fp32", plain=True), "ours-torch-bf16-plain": _torch("bf16", plain=True),
     "ours-torch-fp32-compiled": _torch("fp32", compiled=True), "ours-torch-bf16-compiled": _torch("bf16", compiled=True),
-    "ours-tensorflow-fp32": _tensorflow("fp32", xla=True), "ours-tensorflow-bf16": _tensorflow("bf16", xla=False),
-    "ours-tensorflow-bf16-xla": _tensorflow("bf16", xla=True), "ours-tensorflow-fp32-graph": _tensorflow("fp32", xla=False),
+    "ours-tensorflow-fp32": _tensorflow("fp32", xla=False), "ours-tensorflow-bf16": _tensorflow("bf16", xla=False),
+    "ours-tensorflow-bf16-xla": _tensorflow("bf16", xla=True), "ours-tensorflow-fp32-xla": _tensorflow("fp32", xla=True),
     "ours-flax-fp32": _flax("fp32"), "ours-flax-bf16": _flax("bf16"),
     "onnxruntime-fp32": _onnxruntime(False), "onnxruntime-int8": _onnxruntime(True),
     "openvino-fp32": _openvino("fp32"), "openvino-bf16": _openvino("bf16"),
