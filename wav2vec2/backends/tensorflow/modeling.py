@@ -530,9 +530,14 @@ class FeedForward(keras.layers.Layer):
         """seed: (2,) int32 for the two dropouts in training, None in evaluation."""
         intermediate_seed, output_seed = _layer_seeds(seed, 2)
         dense = self.intermediate_dense
-        if not dense.built:
-            dense.build(hidden_states.shape)
-        hidden_states = _matmul_activation(hidden_states, dense.kernel, dense.bias, self.activation)
+        # Fused in float32 graphs only: eagerly nothing fuses, in bf16 the fused GELU (of the float32
+        # sums, the closer to float64) moved a near-tie of the demo model's bf16 transcript off the fp32
+        # one, and a quantized Dense holds int8 kernels that its own call scales
+        if (tf.executing_eagerly() or not dense.built or hidden_states.dtype != tf.float32
+                or dense.quantization_mode is not None):
+            hidden_states = _ACTIVATIONS[self.activation](dense(hidden_states))
+        else:
+            hidden_states = _matmul_activation(hidden_states, dense.kernel, dense.bias, self.activation)
         hidden_states = _seeded_dropout(hidden_states, self.intermediate_dropout_rate, intermediate_seed)
         return _seeded_dropout(self.output_dense(hidden_states), self.output_dropout_rate, output_seed)
 
