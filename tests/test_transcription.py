@@ -546,16 +546,36 @@ def test_inputs_that_are_not_waveforms_are_named_error_records(checkpoint, speec
 
 
 @pytest.mark.parametrize("amx", [True, False])
-def test_auto_precision_is_bf16_only_for_torch_on_a_cpu_with_amx(amx, monkeypatch):
+def test_auto_precision_is_bf16_on_a_cpu_with_amx(amx, monkeypatch):
     import torch
 
+    from wav2vec2.transcription import model
     from wav2vec2.transcription.model import resolve_precision
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert resolve_precision("auto", "torch") == ("bf16" if amx else "fp32")
-    assert resolve_precision("auto", "torch", "cpu") == ("bf16" if amx else "fp32")
-    for backend, device in (("torch", "cuda"), ("torch", "cuda:1"), ("tensorflow", None), ("flax", "cpu"),
+    on_cpu = "bf16" if amx else "fp32"
+    for backend, device in (("torch", None), ("torch", "cpu"), ("flax", "cpu"), ("tensorflow", "/CPU:0"),
+                            ("tensorflow", "/device:CPU:0")):
+        assert resolve_precision("auto", backend, device) == on_cpu
+    for backend, device in (("torch", "cuda"), ("torch", "cuda:1"), ("tensorflow", "/GPU:0"), ("flax", "gpu"),
                             ("onnxruntime", None)):
         assert resolve_precision("auto", backend, device) == "fp32"
+    monkeypatch.setattr(model, "_runs_on_cpu", lambda backend, device: False)  # e.g. TensorFlow seeing a GPU
+    assert resolve_precision("auto", "tensorflow") == "fp32"
     for precision in ("fp32", "bf16", "int8"):
         assert resolve_precision(precision, "torch") == precision
+
+
+def test_amx_is_read_from_cpuinfo_without_torch(monkeypatch, tmp_path):
+    import builtins
+
+    from wav2vec2.transcription import model
+
+    real_import, real_open = builtins.__import__, builtins.open
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "torch" else real_import(name, *a, **k))
+    for flags, expected in (("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", False)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+        assert model._cpu_has_amx() is expected

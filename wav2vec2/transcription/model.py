@@ -23,17 +23,42 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 def resolve_precision(precision: str, backend: str, device=None) -> str:
     """"auto" -> the fastest precision whose transcripts are fp32's, by measurement (docs/performance.md):
-    bf16 for the torch backend on a CPU with AMX (3.8x its fp32 there, the same transcripts on the demo
-    model's speech); fp32 elsewhere (TensorFlow and Flax bf16 gain about 1.2x; without AMX torch's bf16
-    is at best on a par with fp32; GPUs are not measured). Any other precision is returned as it is."""
+    bf16 on a CPU with AMX, in every backend (torch 3.6x its fp32 there, TensorFlow and Flax 1.8-1.9x,
+    the fp32 transcripts on the demo model's speech); fp32 elsewhere (without AMX bf16 is at best on a
+    par with fp32; GPUs are not measured). Any other precision is returned as it is."""
     if precision != "auto":
         return precision
-    if backend == "torch" and str(device or "cpu").split(":")[0] == "cpu":
-        import torch
+    return "bf16" if _runs_on_cpu(backend, device) and _cpu_has_amx() else "fp32"
 
-        if torch.cpu._is_amx_tile_supported():
-            return "bf16"
-    return "fp32"
+
+def _runs_on_cpu(backend: str, device) -> bool:
+    """Whether the backend's computation lands on the CPU with this --device (None: its own choice)."""
+    if device is not None:
+        return str(device).lower().lstrip("/").replace("device:", "").split(":")[0] == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_physical_devices("GPU")
+    if backend == "flax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    return backend == "torch"  # torch runs on the CPU unless told otherwise
+
+
+def _cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles with bf16 (Intel Sapphire Rapids and later): torch's probe where
+    torch is installed, else the flags of /proc/cpuinfo (elsewhere: no)."""
+    try:
+        import torch
+    except ImportError:
+        try:
+            with open("/proc/cpuinfo") as cpuinfo:
+                return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo)
+        except OSError:
+            return False
+    return torch.cpu._is_amx_tile_supported()
+
 
 # (input_values (batch, samples) float32, attention_mask (batch, samples) int32 or None)
 #   -> logits (batch, frames, vocab) float32
