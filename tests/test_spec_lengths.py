@@ -83,3 +83,22 @@ def test_utterance_with_no_frames_has_no_valid_frame():
 def test_frame_attention_mask_rejects_a_one_dimensional_mask():
     with pytest.raises(ValueError, match="attention_mask"):
         frame_attention_mask(small_config(), np.ones(100), 5)
+
+
+@pytest.mark.parametrize("samples", [400, 401, 719, 720, 16_000, 160_000, 160_123])
+@pytest.mark.parametrize("span_frames", [1, 7, 128, 10_000])
+def test_conv_spans_cover_every_frame_once_from_their_own_samples(samples, span_frames):
+    from wav2vec2 import Wav2Vec2Config
+    from wav2vec2.spec.lengths import conv_spans
+
+    config = Wav2Vec2Config()
+    plan = conv_spans(config, samples, span_frames)
+    assert plan.frames == feat_extract_output_lengths(config, samples, add_adapter=False)
+    assert plan.span == min(span_frames, plan.frames) and plan.count * plan.span >= plan.frames > (plan.count - 1) * plan.span
+    # a span's samples are exactly what its frames see: the conv stack makes `span` frames of them
+    assert feat_extract_output_lengths(config, plan.span_samples, add_adapter=False) == plan.span
+    assert feat_extract_output_lengths(config, plan.span_samples - 1, add_adapter=False) == plan.span - 1
+    for index in range(plan.count):  # span i's first frame is frame i * span of the whole input
+        assert plan.start(index) == index * plan.span * config.inputs_to_logits_ratio
+    assert plan.padded_samples >= samples - (samples - plan.receptive) % plan.hop
+    assert plan.padded_samples - samples < plan.span * plan.hop  # padding only within the last span

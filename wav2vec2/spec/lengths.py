@@ -1,6 +1,8 @@
 """Sequence lengths through the conv feature encoder and the adapter, and frame-level masks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -70,3 +72,37 @@ def frame_attention_mask(config, attention_mask, num_frames: int, add_adapter=No
         raise ValueError(f"attention_mask must have shape (batch, samples), got {attention_mask.shape}")
     lengths = feat_extract_output_lengths(config, attention_mask.sum(-1).astype(np.int64), add_adapter)
     return np.arange(num_frames)[None, :] < np.asarray(lengths)[:, None]
+
+
+@dataclass(frozen=True)
+class ConvSpans:
+    """The conv stack run span by span of output frames (every backend's ``FeatureEncoder`` fast path):
+    span ``i`` computes output frames ``i * span ...`` from the ``span_samples`` input samples from
+    ``start(i)``; the last span's frames from ``frames`` on are cut (its samples past the input padded)."""
+
+    frames: int  # output frames of the whole input
+    span: int  # output frames per span
+    count: int  # spans
+    receptive: int  # input samples one output frame sees
+    hop: int  # input samples between output frames
+
+    @property
+    def span_samples(self) -> int:
+        return (self.span - 1) * self.hop + self.receptive
+
+    @property
+    def padded_samples(self) -> int:
+        """Input samples the spans read, the last one's padding included."""
+        return self.start(self.count - 1) + self.span_samples
+
+    def start(self, index: int) -> int:
+        return index * self.span * self.hop
+
+
+def conv_spans(config, samples: int, span_frames: int) -> ConvSpans:
+    """The spans of at most ``span_frames`` output frames for an input of ``samples`` (an int) samples,
+    which must yield at least one frame (``checks.waveform_shape``)."""
+    frames = feat_extract_output_lengths(config, samples, add_adapter=False)
+    span = min(span_frames, frames)
+    return ConvSpans(frames, span, -(-frames // span), min_input_length(config, add_adapter=False),
+                     config.inputs_to_logits_ratio)

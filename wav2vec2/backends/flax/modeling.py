@@ -30,7 +30,7 @@ import optax
 
 from ...config import Wav2Vec2Config
 from ...spec import checks
-from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths
+from ...spec.lengths import conv_spans, feat_extract_output_lengths, tdnn_output_lengths
 
 Array = Any
 
@@ -304,15 +304,9 @@ class FeatureEncoder(nn.Module):
         folded = None
         if config.feat_extract_norm == "group":
             folded = folded_group_norm(config, params["conv_layers_0"], x)
-        # the samples one output frame sees, and the samples between frames
-        receptive, hop = min_input_length(config, add_adapter=False), config.inputs_to_logits_ratio
-        frames = feat_extract_output_lengths(config, x.shape[1], add_adapter=False)
-        span = min(span_frames or self.SPAN_FRAMES, frames)
-        spans = -(-frames // span)
-        samples = (span - 1) * hop + receptive  # per span
-        end = (spans - 1) * span * hop + samples
-        x = jnp.pad(x, ((0, 0), (0, max(0, end - x.shape[1])), (0, 0)))  # the last span's padding: frames cut
-        chunks = jnp.stack([x[:, start * hop:start * hop + samples] for start in range(0, spans * span, span)])
+        plan = conv_spans(config, x.shape[1], span_frames or self.SPAN_FRAMES)
+        x = jnp.pad(x, ((0, 0), (0, max(0, plan.padded_samples - x.shape[1])), (0, 0)))  # the last span's
+        chunks = jnp.stack([x[:, plan.start(i):plan.start(i) + plan.span_samples] for i in range(plan.count)])
 
         def encode(h):  # one span of every utterance: (batch, samples, 1) -> (batch, span, conv_dim[-1])
             h = layers[0].apply(layer_params[0], h, folded)
@@ -321,7 +315,7 @@ class FeatureEncoder(nn.Module):
             return h
 
         out = jax.lax.map(encode, chunks)  # (spans, batch, span, channels)
-        return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], spans * span, -1)[:, :frames]
+        return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], plan.count * plan.span, -1)[:, :plan.frames]
 
 
 class FeatureProjection(nn.Module):

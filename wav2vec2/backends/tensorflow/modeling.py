@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from ... import pretrained  # noqa: E402
 from ...config import Wav2Vec2Config  # noqa: E402
 from ...spec import checks, masking, names  # noqa: E402
-from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths  # noqa: E402
+from ...spec.lengths import conv_spans, feat_extract_output_lengths, min_input_length, tdnn_output_lengths  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -387,15 +387,8 @@ class FeatureEncoder(keras.layers.Layer):
         checks.waveform_shape(config, (batch, samples), True, hidden_states.dtype.name)  # long enough
         first = self.conv_layers[0]
         folded = first.folded_group_norm(hidden_states) if config.feat_extract_norm == "group" else None
-        # the samples one output frame sees, and the samples between frames
-        receptive, hop = min_input_length(config, add_adapter=False), config.inputs_to_logits_ratio
-        frames = feat_extract_output_lengths(config, samples, add_adapter=False)
-        span = min(span_frames or self.SPAN_FRAMES, frames)
-        spans = -(-frames // span)
-        span_samples = (span - 1) * hop + receptive
-        end = (spans - 1) * span * hop + span_samples
-        padded = tf.pad(hidden_states, [[0, 0], [0, max(0, end - samples)], [0, 0]])  # the last span's: frames cut
-        starts = range(0, spans * span, span)
+        plan = conv_spans(config, samples, span_frames or self.SPAN_FRAMES)
+        padded = tf.pad(hidden_states, [[0, 0], [0, max(0, plan.padded_samples - samples)], [0, 0]])  # last span's
 
         def encode(chunk, utterance):  # one span of one utterance: (1, span_samples, 1) -> (1, span, C)
             chunk = first(chunk, None if folded is None else (folded[0][utterance], folded[1][utterance]))
@@ -405,10 +398,10 @@ class FeatureEncoder(keras.layers.Layer):
 
         outputs = []
         for utterance in range(batch):  # one at a time: each layer's input is one (frames, channels) matrix
-            chunks = tf.stack([padded[utterance:utterance + 1, start * hop:start * hop + span_samples]
-                               for start in starts])
+            chunks = tf.stack([padded[utterance:utterance + 1, plan.start(i):plan.start(i) + plan.span_samples]
+                               for i in range(plan.count)])
             out = tf.map_fn(lambda chunk: encode(chunk, utterance), chunks, fn_output_signature=self.compute_dtype)
-            outputs.append(tf.reshape(out, (spans * span, out.shape[-1]))[:frames])  # (T, C)
+            outputs.append(tf.reshape(out, (plan.count * plan.span, out.shape[-1]))[:plan.frames])  # (T, C)
         return tf.stack(outputs)
 
 

@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from ...config import Wav2Vec2Config
 from ... import pretrained
 from ...spec import checks, masking
-from ...spec.lengths import feat_extract_output_lengths, min_input_length, tdnn_output_lengths
+from ...spec.lengths import conv_spans, feat_extract_output_lengths, tdnn_output_lengths
 from ...spec.masking import spec_augment_masks
 
 logger = logging.getLogger(__name__)
@@ -363,15 +363,14 @@ class FeatureEncoder(nn.Module):
         x = input_values[:, :, None]  # (batch, samples, 1)
         first = self.conv_layers[0]
         folded = first.folded_group_norm(x) if isinstance(first.layer_norm, nn.GroupNorm) else None
-        # the samples one output frame sees, and the samples between frames
-        receptive, hop = min_input_length(config, add_adapter=False), config.inputs_to_logits_ratio
-        frames = feat_extract_output_lengths(config, x.shape[1], add_adapter=False)
-        span = span_frames or self.SPAN_FRAMES
+        plan = conv_spans(config, x.shape[1], span_frames or self.SPAN_FRAMES)
+        frames = plan.frames
         out = None
         for utterance in range(x.shape[0]):  # one at a time: each layer's input is one (frames, channels) matrix
-            for start in range(0, frames, span):
-                stop = min(frames, start + span)
-                h = x[utterance:utterance + 1, start * hop:(stop - 1) * hop + receptive]
+            for index in range(plan.count):
+                start, stop = index * plan.span, min(frames, (index + 1) * plan.span)
+                first_sample = plan.start(index)  # the last span reads no padding: its own samples only
+                h = x[utterance:utterance + 1, first_sample:first_sample + (stop - start - 1) * plan.hop + plan.receptive]
                 h = first.forward_channels_last(h, None if folded is None else (
                     folded[0][utterance:utterance + 1], folded[1][utterance:utterance + 1]))
                 for layer in self.conv_layers[1:]:
