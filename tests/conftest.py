@@ -44,6 +44,14 @@ def padded_batch(lengths, seed=0, mask_dtype=np.int64):
     return values, mask
 
 
+def utterances_with_own_statistics(samples, rng):
+    """Two random waveforms (2, samples), the second at another scale and offset: every per-utterance
+    statistic (the feature encoder's GroupNorm) differs between them."""
+    x = rng.standard_normal((2, samples)).astype(np.float32)
+    x[1] = 7.0 * x[1] + 3.0
+    return x
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (pyproject's addopts): one worker per core, at most 4 (each imports every framework)."""
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

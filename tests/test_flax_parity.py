@@ -7,7 +7,7 @@ Reference weights are perturbed before being copied over, so that trivially init
 import numpy as np
 import pytest
 
-from conftest import HEADS, padded_batch, reference_config, small_config
+from conftest import HEADS, padded_batch, reference_config, small_config, utterances_with_own_statistics
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
@@ -329,8 +329,7 @@ def test_feature_encoder_by_spans_gives_the_layers_run_whole(arch, span_frames, 
 
     config = small_config(arch)
     rng = np.random.default_rng(samples)
-    x = rng.standard_normal((2, samples)).astype(np.float32)
-    x[1] = 7.0 * x[1] + 3.0  # another scale and offset: each utterance has its own norm statistics
+    x = utterances_with_own_statistics(samples, rng)
     encoder = modeling.FeatureEncoder(config)
     params = encoder.init(jax.random.PRNGKey(1), x)["params"]
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(np.float32), params)

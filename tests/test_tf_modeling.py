@@ -11,7 +11,7 @@ pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import HEADS, reference_config, small_config  # noqa: E402
+from conftest import HEADS, reference_config, small_config, utterances_with_own_statistics  # noqa: E402
 from wav2vec2.backends import tensorflow as W  # noqa: E402
 from wav2vec2.spec import masking, negatives  # noqa: E402
 from wav2vec2.spec.lengths import min_input_length  # noqa: E402
@@ -539,8 +539,7 @@ def test_feature_encoder_by_spans_gives_the_layers_run_whole(arch, span_frames, 
 
     config = small_config(arch)
     rng = np.random.default_rng(samples)
-    x = rng.standard_normal((2, samples)).astype(np.float32)
-    x[1] = 7.0 * x[1] + 3.0  # another scale and offset: each utterance has its own norm statistics
+    x = utterances_with_own_statistics(samples, rng)
     encoder = modeling.FeatureEncoder(config)
     encoder(x)  # builds the layers
     for variable in encoder.weights:

@@ -34,7 +34,6 @@ from ...spec.lengths import conv_spans, feat_extract_output_lengths, tdnn_output
 
 Array = Any
 
-
 ACTIVATIONS = {
     "gelu": partial(jax.nn.gelu, approximate=False),
     "gelu_python": partial(jax.nn.gelu, approximate=False),
@@ -273,8 +272,9 @@ class FeatureEncoder(nn.Module):
     Every layer but a GroupNorm is local in time, so outside rematerialisation and for inputs of a
     known shape (not jax.export's symbolic ones) the stack runs span by span of SPAN_FRAMES output
     frames, each from its own samples, in a loop: the early layers' activations (64 times the size of
-    the last one's) then stay in the caches, and the memory is bounded whatever the input's length. A GroupNorm's statistics are over the whole utterance:
-    they fold into the first layer's weights up front (``folded_group_norm``)."""
+    the last one's) then stay in the caches, and the memory is bounded whatever the input's length.
+    A GroupNorm's statistics are over the whole utterance: they fold into the first layer's weights
+    up front (``folded_group_norm``)."""
 
     config: Wav2Vec2Config
     dtype: Any = jnp.float32
