@@ -50,7 +50,7 @@ ENGINES = (
 )
 # Not in the default set: torch.compile's first call takes a minute on base shapes here.
 OPTIONAL_ENGINES = ("ours-torch-fp32-compiled", "ours-torch-bf16-compiled",
-                    "ours-tensorflow-bf16-xla", "ours-tensorflow-fp32-xla")
+                    "ours-tensorflow-bf16-mixed", "ours-tensorflow-bf16-xla", "ours-tensorflow-fp32-xla")
 
 
 def _config(text: str) -> Wav2Vec2Config:
@@ -146,7 +146,9 @@ def _reference(dtype_name):
     return build
 
 
-def _tensorflow(dtype_name, xla):
+def _tensorflow(policy, xla=False):
+    """A Keras dtype policy: "float32"; "bfloat16" (bf16 weights and compute, what ``transcribe
+    --precision bf16`` runs); "mixed_bfloat16" (float32 weights cast to bf16 in every call, training's)."""
     def build(config, state, threads, workdir):
         import keras
         import tensorflow as tf
@@ -154,7 +156,7 @@ def _tensorflow(dtype_name, xla):
         from wav2vec2.backends.tensorflow import Wav2Vec2ForCTC
 
         previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("mixed_bfloat16" if dtype_name == "bf16" else "float32")
+        keras.config.set_dtype_policy(policy)
         try:
             model = Wav2Vec2ForCTC(config)
             model._build_weights()
@@ -237,8 +239,9 @@ BUILDERS = {
     "ours-torch-fp32": _torch("fp32"), "ours-torch-bf16": _torch("bf16"), "ours-torch-int8": _torch("int8"),
     "ours-torch-fp32-plain": _torch("fp32", plain=True), "ours-torch-bf16-plain": _torch("bf16", plain=True),
     "ours-torch-fp32-compiled": _torch("fp32", compiled=True), "ours-torch-bf16-compiled": _torch("bf16", compiled=True),
-    "ours-tensorflow-fp32": _tensorflow("fp32", xla=False), "ours-tensorflow-bf16": _tensorflow("bf16", xla=False),
-    "ours-tensorflow-bf16-xla": _tensorflow("bf16", xla=True), "ours-tensorflow-fp32-xla": _tensorflow("fp32", xla=True),
+    "ours-tensorflow-fp32": _tensorflow("float32"), "ours-tensorflow-bf16": _tensorflow("bfloat16"),
+    "ours-tensorflow-bf16-mixed": _tensorflow("mixed_bfloat16"),
+    "ours-tensorflow-bf16-xla": _tensorflow("bfloat16", xla=True), "ours-tensorflow-fp32-xla": _tensorflow("float32", xla=True),
     "ours-flax-fp32": _flax("fp32"), "ours-flax-bf16": _flax("bf16"),
     "onnxruntime-fp32": _onnxruntime(False), "onnxruntime-int8": _onnxruntime(True),
     "openvino-fp32": _openvino("fp32"), "openvino-bf16": _openvino("bf16"),

@@ -449,6 +449,28 @@ def test_mixed_bfloat16_computes_the_ctc_loss_in_float32():
     np.testing.assert_allclose(outputs.loss.numpy(), expected, rtol=2e-2)
 
 
+@pytest.mark.parametrize("arch", ["base", "stable"])
+def test_bfloat16_policy_holds_bf16_weights_and_gives_the_reference_logits_in_a_graph(arch):
+    # transcribe --precision bf16 builds under the "bfloat16" policy: weights stored in bf16 (no
+    # cast per call), compute in bf16; within the conformance runner's bf16 "head" tolerance
+    keras = pytest.importorskip("keras")
+    config = small_config(arch)
+    reference = perturbed_reference(config, "ctc")
+    keras.config.set_dtype_policy("bfloat16")
+    try:
+        model = W.Wav2Vec2ForCTC(config)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.load_canonical_state_dict(reference_state(reference))
+    assert {v.dtype for v in model.weights} == {"bfloat16"}
+    waveforms, attention_mask = padded_batch()
+    graph = tf.function(lambda x, m: tf.cast(model(x, attention_mask=m).logits, tf.float32))
+    got = graph(tf.constant(waveforms), tf.constant(attention_mask)).numpy()
+    with torch.no_grad():
+        theirs = reference(torch.tensor(waveforms), attention_mask=torch.tensor(attention_mask)).logits.numpy()
+    assert np.abs(got - theirs).max() <= 1e-1 + 5e-2 * np.abs(theirs).max()
+
+
 def test_freezing():
     model = W.Wav2Vec2ForCTC(small_config("base"))
     encoder_variables = {id(v) for v in model.wav2vec2.feature_extractor.trainable_variables}

@@ -162,8 +162,10 @@ def _tensorflow_forward(model, config, device, precision, hub_kwargs) -> Forward
     def on_device():  # None: TensorFlow's own placement (a GPU when there is one)
         return tf.device(device) if device else contextlib.nullcontext()
 
-    # bf16: Keras mixed precision (bfloat16 compute, float32 variables).
-    with on_device(), _keras_dtype_policy("mixed_bfloat16" if precision == "bf16" else None):
+    # bf16: Keras' "bfloat16" policy, weights stored and computed in bfloat16 like the torch model cast
+    # to it; mixed_bfloat16 (float32 variables) recast every kernel in every call, 1.2x slower
+    # (benchmarks/bench_cpu.py, ours-tensorflow-bf16-mixed).
+    with on_device(), _keras_dtype_policy("bfloat16" if precision == "bf16" else None):
         network = Wav2Vec2ForCTC.from_pretrained(model, config=config, **hub_kwargs)
         if precision == "int8":  # Keras' own int8 weights for Dense and EinsumDense layers
             with warnings.catch_warnings():  # one per layer that has no int8 form (convs, norms): noise
@@ -296,8 +298,9 @@ def load_ctc_model(
     """Load a CTC checkpoint (directory, hub id, or fairseq ``.pt`` with its ``dictionary``) with one
     backend, plus its processor.
 
-    precision: "auto" (``resolve_precision``: bf16 for torch on a CPU with AMX, else fp32); "fp32"; "bf16" (bfloat16 weights and compute: torch casts the model, TensorFlow uses
-    Keras' mixed_bfloat16 policy, Flax computes in bfloat16); "int8" (dynamic int8 quantization of
+    precision: "auto" (``resolve_precision``: bf16 on a CPU with AMX, else fp32); "fp32"; "bf16"
+    (bfloat16 weights and compute: torch casts the model, TensorFlow builds it under Keras' "bfloat16"
+    policy, Flax computes in bfloat16 with its kernels cast once); "int8" (dynamic int8 quantization of
     the linear layers: torch on the CPU, TensorFlow via Keras; Flax has none). Logits are float32.
     Raises ValueError for an unknown backend or precision, an unusable device or a missing framework.
     """
