@@ -1,10 +1,12 @@
 """fp32 matmul throughput of the GEMM libraries behind the engines, on the shape of a base feed-forward
 layer over one 10 s utterance ((500 x 768) @ (768 x 3072)): torch's ``F.linear`` (MKL's sgemm), oneDNN's
-matmul (``torch.ops.mkldnn._linear_pointwise``, what the torch backend's float32 inference runs), NumPy
+matmul (``torch.ops.mkldnn._linear_pointwise``, what the torch backend's inference runs; also with the
+weight reordered once into oneDNN's layout, as ``modeling.prepacked`` keeps it), NumPy
 (its BLAS), JAX (XLA), and torch in bf16 (oneDNN; AMX where the CPU has it). It says how much of a gap
 between engines is their matrix-multiply library rather than their graph.
 
     python benchmarks/bench_gemm.py --threads 2
+    python benchmarks/bench_gemm.py --threads 2 --shape 499,768,2304    # the q/k/v projection
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _gflops(run, flops: float, repeats: int) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="500,768,3072", help="M,K,N")
+    parser.add_argument("--shape", default="500,768,3072", help="M,K,N (N outputs of K inputs each)")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=0, help="threads for each library (default: their own)")
     args = parser.parse_args(argv)
@@ -51,10 +53,17 @@ def main(argv=None) -> None:
     weight = tb.t().contiguous()  # (out, in), as nn.Linear keeps it
     with torch.inference_mode():
         rows["torch F.linear (MKL)"] = _gflops(lambda: torch.nn.functional.linear(ta, weight), flops, args.repeats)
-        if torch.backends.mkldnn.is_available():
-            rows["torch oneDNN"] = _gflops(
-                lambda: torch.ops.mkldnn._linear_pointwise(ta, weight, None, "none", [], ""), flops, args.repeats)
         a16, w16 = ta.bfloat16(), weight.bfloat16()
+        if torch.backends.mkldnn.is_available():
+            onednn = torch.ops.mkldnn._linear_pointwise
+            reorder = torch.ops.mkldnn._reorder_linear_weight
+            rows["torch oneDNN"] = _gflops(lambda: onednn(ta, weight, None, "none", [], ""), flops, args.repeats)
+            packed = reorder(weight, None)  # the weight in oneDNN's blocked layout, reordered once
+            rows["torch oneDNN prepacked"] = _gflops(lambda: onednn(ta, packed, None, "none", [], ""), flops, args.repeats)
+            rows["torch oneDNN bf16"] = _gflops(lambda: onednn(a16, w16, None, "none", [], ""), flops, args.repeats)
+            packed16 = reorder(w16, None)
+            rows["torch oneDNN bf16 prepacked"] = _gflops(
+                lambda: onednn(a16, packed16, None, "none", [], ""), flops, args.repeats)
         rows["torch bf16"] = _gflops(lambda: torch.nn.functional.linear(a16, w16), flops, args.repeats)
     try:
         import jax

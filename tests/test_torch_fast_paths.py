@@ -181,6 +181,33 @@ def test_inference_matmuls_run_through_onednn_with_the_numbers_of_f_linear(dtype
     assert layer.weight.grad is not None and x.grad is not None
 
 
+def test_bf16_wide_linears_run_on_prepacked_weights_with_their_numbers_and_follow_the_weights():
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("no native oneDNN bf16 here")
+    model = _model("base", intermediate_size=64).to(torch.bfloat16)  # 64 = 4 x hidden: prepacked
+    x = torch.randn(2, 1600).bfloat16()
+    layer = model.encoder.layers[0]
+    with torch.enable_grad():
+        plain = model(x).last_hidden_state.detach()  # autograd on: F.linear on the parameters
+    with torch.inference_mode():
+        assert modeling.prepacks((64, 16), x) and not modeling.prepacks((16, 64), x)
+        fast = model(x).last_hidden_state
+        packed = modeling._DERIVED[layer.feed_forward.intermediate_dense]["prepacked_weight"][2]
+        assert packed.is_mkldnn and "fused_qkv_prepacked" in modeling._DERIVED[layer.attention]
+        assert layer.feed_forward.output_dense not in modeling._DERIVED  # narrow: its plain weight
+    _close(fast, plain, "bfloat16", kind="hidden")
+    with torch.no_grad():
+        layer.feed_forward.intermediate_dense.weight.mul_(-1)  # in place: the packed copy is stale
+        layer.attention.v_proj.weight.mul_(0.5)
+    with torch.enable_grad():
+        plain = model(x).last_hidden_state.detach()
+    with torch.inference_mode():
+        changed = model(x).last_hidden_state
+        assert modeling._DERIVED[layer.feed_forward.intermediate_dense]["prepacked_weight"][2] is not packed
+    _close(changed, plain, "bfloat16", kind="hidden")
+    assert (changed.float() - fast.float()).abs().max() > 1e-2
+
+
 @pytest.mark.filterwarnings("ignore:.*quantize:UserWarning")
 def test_a_linear_with_hooks_or_replaced_runs_its_own_forward():
     layer = torch.nn.Linear(8, 4)

@@ -34,9 +34,17 @@ from ...spec.lengths import conv_spans, feat_extract_output_lengths, tdnn_output
 
 Array = Any
 
+
+def gelu(x):
+    """The exact GELU x * Phi(x) in its erf form, as torch computes it. jax.nn.gelu's erfc form (more
+    accurate far in the negative tail, where both are ~0) ran 1.9x (float32) to 3.5x (bf16) slower on
+    XLA's CPU backend, and the base model has ~51M GELU outputs per 10 s of audio."""
+    return x * (jax.lax.erf(x * math.sqrt(0.5)) + 1) * 0.5
+
+
 ACTIVATIONS = {
-    "gelu": partial(jax.nn.gelu, approximate=False),
-    "gelu_python": partial(jax.nn.gelu, approximate=False),
+    "gelu": gelu,
+    "gelu_python": gelu,
     "gelu_new": partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,

@@ -114,10 +114,13 @@ def dense(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = 
 
 
 def linear(layer: nn.Module, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
-    """``activation(layer(x))`` for an ``nn.Linear``, through ``dense``. A quantized, parametrized or
-    otherwise replaced layer, and one with forward hooks, runs itself."""
+    """``activation(layer(x))`` for an ``nn.Linear``, through ``dense`` (its weight ``prepacks``). A
+    quantized, parametrized or otherwise replaced layer, and one with forward hooks, runs itself."""
     if type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks):
-        return dense(x, layer.weight, layer.bias, activation)
+        weight = layer.weight
+        if prepacks(weight.shape, x):  # kept while the weight is unchanged
+            weight = derived(layer, "prepacked_weight", (weight,), lambda: prepack(layer.weight))
+        return dense(x, weight, layer.bias, activation)
     x = layer(x)
     return x if activation is None else ACTIVATIONS[activation](x)
 
@@ -138,6 +141,22 @@ def derived(owner: nn.Module, name: str, sources: Tuple[torch.Tensor, ...], comp
         with torch.no_grad():
             entry = entries[name] = (tuple(weakref.ref(t) for t in sources), key, compute())
     return entry[2]
+
+
+def prepacks(weight_shape: Tuple[int, int], x: torch.Tensor) -> bool:
+    """Whether ``dense(x, weight)`` takes the (out, in) weight reordered into oneDNN's blocked layout
+    up front: bf16 through oneDNN, with at least 3 times as many outputs as inputs. oneDNN otherwise
+    reorders the weight in every call; for the q/k/v projection (2304 x 768) and the feed-forward's
+    first linear (3072 x 768) up front was 1.26x and 1.23x faster, for narrower weights (768 x 768,
+    768 x 3072, the conv stack's 512 x 1024) 1.1-1.8x slower, in float32 3-6% faster (not worth a
+    second copy of every weight). Sapphire Rapids, 499 frames: benchmarks/bench_gemm.py --shape."""
+    out_features, in_features = weight_shape
+    return x.dtype == torch.bfloat16 and out_features >= 3 * in_features and uses_onednn_matmul(x)
+
+
+def prepack(weight: torch.Tensor) -> torch.Tensor:
+    """An (out, in) weight in oneDNN's blocked layout: an opaque tensor only oneDNN's matmul reads."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, None)
 
 
 # ----------------------------------------------------------------------------------------- outputs
@@ -491,16 +510,22 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def fused_qkv_parameters(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """q, k and v weights stacked (3 * hidden, hidden), and their biases, for one matmul.
+    def fused_qkv_parameters(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """q, k and v weights stacked (3 * hidden, hidden), ``prepack``ed where ``prepacks`` for x, and
+        their biases, for one matmul.
 
         One matmul instead of three runs fewer parallel regions (each linear also copies its bias
         into its output first). Stacked once, while the weights are unchanged (``derived``).
         """
         projections = (self.q_proj, self.k_proj, self.v_proj)
         sources = tuple(t for p in projections for t in (p.weight, p.bias))
-        return derived(self, "fused_qkv", sources, lambda: (
-            torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])))
+        packed = prepacks((3 * self.q_proj.out_features, self.q_proj.in_features), x)
+
+        def stack():
+            weight = torch.cat([p.weight for p in projections])
+            return prepack(weight) if packed else weight, torch.cat([p.bias for p in projections])
+
+        return derived(self, "fused_qkv_prepacked" if packed else "fused_qkv", sources, stack)
 
     def forward(
         self, x: torch.Tensor, attention_bias: Optional[torch.Tensor] = None, output_attentions: bool = False
@@ -514,7 +539,7 @@ class Attention(nn.Module):
             # a quantized (or otherwise replaced) Linear has no float .weight to stack.
             q, k, v = linear(self.q_proj, x), linear(self.k_proj, x), linear(self.v_proj, x)
         else:
-            q, k, v = dense(x, *self.fused_qkv_parameters()).chunk(3, dim=-1)
+            q, k, v = dense(x, *self.fused_qkv_parameters(x)).chunk(3, dim=-1)
 
         def split_heads(t):  # (batch, frames, hidden) -> (batch, heads, frames, head_dim)
             return t.reshape(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
