@@ -12,6 +12,10 @@ reference (max |diff| on the logits, argmax agreement per frame) are printed.
     python benchmarks/bench_cpu.py --config tiny.json --seconds 1 --repeats 1   # a smoke run
     python benchmarks/bench_cpu.py --engines ours-torch-fp32,onnxruntime-fp32
     python benchmarks/bench_cpu.py --engines ours-torch-fp32,ours-torch-fp32-plain --profile ours-torch-fp32
+    python benchmarks/bench_cpu.py --device cuda --batch 16 --repeats 10    # on a GPU: torch and Flax
+
+With --device cuda the torch, Flax and TensorFlow engines run on that GPU ("-compiled" there is
+torch.compile's reduce-overhead mode: CUDA graphs); ONNX Runtime and OpenVINO stay CPU engines.
 
 "-plain" engines are the torch backend with its inference fast paths switched off (F.linear, convolutions,
 weight norm per call), to measure them in the same run. "-compiled" engines (only when named) are
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -48,6 +53,12 @@ ENGINES = (
     "onnxruntime-fp32", "onnxruntime-int8",
     "openvino-fp32", "openvino-bf16",
 )
+# On a GPU (--device cuda): torch and Flax (TensorFlow where it sees the GPU); bf16 first, the issue's
+# figure of merit there. ONNX Runtime and OpenVINO run here on the CPU only, and the -plain engines
+# measure CPU fast paths.
+GPU_ENGINES = ("reference-torch-bf16", "ours-torch-bf16", "ours-torch-bf16-compiled", "ours-flax-bf16",
+               REFERENCE, "ours-torch-fp32", "ours-flax-fp32")
+CPU_ONLY = ("onnxruntime-", "openvino-", "-plain", "-int8")
 # Not in the default set: torch.compile's first call takes a minute on base shapes here.
 OPTIONAL_ENGINES = ("ours-torch-fp32-compiled", "ours-torch-bf16-compiled",
                     "ours-tensorflow-bf16-mixed", "ours-tensorflow-bf16-xla", "ours-tensorflow-fp32-xla")
@@ -60,8 +71,9 @@ def _config(text: str) -> Wav2Vec2Config:
 
 
 # ------------------------------------------------------------------------------------ engines
-# Each builder takes (config, canonical CTC weights, threads, workdir) and returns
-# run(waveforms float32 (batch, samples)) -> logits float32 (batch, frames, vocab).
+# Each builder takes (config, canonical CTC weights, threads, workdir, device) and returns
+# run(waveforms float32 (batch, samples)) -> logits float32 (batch, frames, vocab), on the host: the copy
+# back waits for the device to finish. device is "cpu" or "cuda[:N]".
 def _plain_paths(model):
     """Make the torch model run its plain paths (F.linear's matmuls, convolutions, weight norm per
     call) in inference, to measure what the fast paths buy within the same run."""
@@ -90,19 +102,19 @@ def _plain_paths(model):
     encoder.forward, positional.forward, model.forward = encode, positional_conv, forward
 
 
-def _torch_logits(model, dtype):
+def _torch_logits(model, dtype, device):
     """waveforms (batch, samples) float32 NumPy -> logits float32 NumPy, through a torch CTC model."""
     import torch
 
     def run(x):
         with torch.inference_mode():
-            return model(torch.from_numpy(x).to(dtype)).logits.float().numpy()
+            return model(torch.from_numpy(x).to(device, dtype)).logits.float().cpu().numpy()
 
     return run
 
 
 def _torch(dtype_name, plain=False, compiled=False):
-    def build(config, state, threads, workdir):
+    def build(config, state, threads, workdir, device):
         import torch
 
         from wav2vec2.backends.torch import Wav2Vec2ForCTC
@@ -110,25 +122,27 @@ def _torch(dtype_name, plain=False, compiled=False):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype_name]
         model = Wav2Vec2ForCTC(config)
         model.load_canonical_state_dict(state)
-        model = model.eval().to(dtype)  # the plain idiom: weights and inputs in the dtype
+        model = model.eval().to(device, dtype)  # the plain idiom: weights and inputs in the dtype
         if plain:
             _plain_paths(model)
         if dtype_name == "int8":  # transcribe --precision int8: dynamic int8 Linear layers
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        if compiled:
+        if compiled and device == "cpu":
             # inductor with freezing: weights folded in as constants and prepacked for oneDNN; the
             # first call (in the warm-up round) compiles
             import torch._inductor.config as inductor_config
 
             inductor_config.freezing = True
             model = torch.compile(model)
-        return _torch_logits(model, dtype)
+        elif compiled:  # a GPU: inductor's kernels replayed as one CUDA graph per input shape
+            model = torch.compile(model, mode="reduce-overhead")
+        return _torch_logits(model, dtype, device)
 
     return build
 
 
 def _reference(dtype_name):
-    def build(config, state, threads, workdir):
+    def build(config, state, threads, workdir, device):
         import torch
         import transformers
 
@@ -141,43 +155,69 @@ def _reference(dtype_name):
         }
         missing, unexpected = model.load_state_dict(renamed, strict=False)
         assert not unexpected and not [k for k in missing if "masked_spec_embed" not in k], (missing, unexpected)
-        return _torch_logits(model.eval().to(dtype), dtype)
+        return _torch_logits(model.eval().to(device, dtype), dtype, device)
 
     return build
+
+
+class Unavailable(Exception):
+    """An engine that cannot run on this --device here (the run goes on without it)."""
 
 
 def _tensorflow(policy, xla=False):
     """A Keras dtype policy: "float32"; "bfloat16" (bf16 weights and compute, what ``transcribe
     --precision bf16`` runs); "mixed_bfloat16" (float32 weights cast to bf16 in every call, training's)."""
-    def build(config, state, threads, workdir):
+    def build(config, state, threads, workdir, device):
         import keras
         import tensorflow as tf
 
         from wav2vec2.backends.tensorflow import Wav2Vec2ForCTC
 
+        index = int(device.partition(":")[2] or 0)
+        if device != "cpu" and len(tf.config.list_physical_devices("GPU")) <= index:
+            raise Unavailable(f"TensorFlow sees no GPU {index} here")  # it would place ops on the CPU silently
+        placement = tf.device("/CPU:0" if device == "cpu" else f"/GPU:{index}")
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(policy)
         try:
-            model = Wav2Vec2ForCTC(config)
-            model._build_weights()
-            model.load_canonical_state_dict(state)
+            with placement:
+                model = Wav2Vec2ForCTC(config)
+                model._build_weights()
+                model.load_canonical_state_dict(state)
         finally:
             keras.config.set_dtype_policy(previous)
         forward = tf.function(lambda x: tf.cast(model(x, training=False).logits, tf.float32), jit_compile=xla)
-        return lambda x: forward(tf.constant(x)).numpy()
+
+        def run(x):
+            with placement:
+                return forward(tf.constant(x)).numpy()
+
+        return run
 
     return build
 
 
 def _flax(dtype_name):
-    def build(config, state, threads, workdir):
+    def build(config, state, threads, workdir, device):
+        import jax
         import jax.numpy as jnp
 
         from wav2vec2.backends.flax import Wav2Vec2ForCTC
 
-        model = Wav2Vec2ForCTC(config, dtype=jnp.bfloat16 if dtype_name == "bf16" else jnp.float32)
-        model.load_canonical_state_dict(state)
-        return lambda x: np.asarray(model(x).logits, dtype=np.float32)
+        platform, _, index = device.replace("cuda", "gpu").partition(":")
+        try:
+            target = jax.devices(platform)[int(index or 0)]
+        except (RuntimeError, IndexError):
+            raise Unavailable(f"jax sees no {device} here") from None
+        with jax.default_device(target):
+            model = Wav2Vec2ForCTC(config, dtype=jnp.bfloat16 if dtype_name == "bf16" else jnp.float32)
+            model.load_canonical_state_dict(state)
+
+        def run(x):
+            with jax.default_device(target):
+                return np.asarray(model(jnp.asarray(x)).logits, dtype=np.float32)
+
+        return run
 
     return build
 
@@ -204,7 +244,7 @@ def _onnx_file(config, state, workdir, int8: bool) -> str:
 
 
 def _onnxruntime(int8: bool):
-    def build(config, state, threads, workdir):
+    def build(config, state, threads, workdir, device):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -218,7 +258,7 @@ def _onnxruntime(int8: bool):
 
 
 def _openvino(dtype_name):
-    def build(config, state, threads, workdir):
+    def build(config, state, threads, workdir, device):
         import openvino as ov
 
         properties = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[dtype_name]}
@@ -299,15 +339,30 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each engine once per round)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (XLA compiles in the first)")
     parser.add_argument("--threads", type=int, default=None, help="threads per engine (default: each engine's own)")
-    parser.add_argument("--engines", default=",".join(ENGINES),
-                        help=f"comma-separated subset of {', '.join(ENGINES + OPTIONAL_ENGINES)}")
+    parser.add_argument("--device", default="cpu", help="cpu (default), or cuda / cuda:N: the torch, Flax and "
+                        "TensorFlow engines on that GPU (default engines there: " + ", ".join(GPU_ENGINES) + ")")
+    parser.add_argument("--engines", default=None,
+                        help=f"comma-separated subset of {', '.join(ENGINES + OPTIONAL_ENGINES)} "
+                        "(default: all but the optional ones on the CPU)")
     parser.add_argument("--profile", default="", help="comma-separated torch engines to profile after timing "
                         "(torch.profiler, one run each: the top ops by self CPU time)")
     args = parser.parse_args(argv)
-    engines = [e for e in args.engines.split(",") if e]
+    device = args.device.lower()
+    on_gpu = device != "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        parser.error(f"--device {args.device!r}: expected cpu, cuda or cuda:N")
+    engines = [e for e in (args.engines or ",".join(GPU_ENGINES if on_gpu else ENGINES)).split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES + OPTIONAL_ENGINES))
     if unknown:
         parser.error(f"unknown engines {unknown}; expected some of {list(ENGINES + OPTIONAL_ENGINES)}")
+    if on_gpu and (cpu_only := [e for e in engines if any(part in e for part in CPU_ONLY)]):
+        parser.error(f"engines {cpu_only} run on the CPU only; --device {args.device} takes the torch, Flax "
+                     "and TensorFlow ones")
+    if on_gpu:
+        import torch
+
+        if int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
+            parser.error(f"--device {args.device}: torch sees no such CUDA device here")
 
     set_threads(args.threads)
     config = _config(args.config)
@@ -320,12 +375,24 @@ def main(argv=None):
         for name in engines:
             start = time.perf_counter()
             try:
-                runs[name] = BUILDERS[name](config, state, args.threads, workdir)
+                runs[name] = BUILDERS[name](config, state, args.threads, workdir, device)
             except ImportError as e:
                 skipped[name] = f"not installed ({e})"
                 continue
+            except Unavailable as e:
+                skipped[name] = str(e)
+                continue
             print(f"  built {name} in {time.perf_counter() - start:.1f} s", flush=True)
-        outputs = {name: run(waveforms) for name, run in runs.items()}  # compiles / warms each once
+        outputs = {}
+        for name in list(runs):  # compiles / warms each once
+            try:
+                outputs[name] = runs[name](waveforms)
+            except Exception as e:  # noqa: BLE001
+                if not on_gpu:
+                    raise
+                # a GPU machine is lent for one call: the other engines' numbers are not lost to one
+                skipped[name] = f"failed: {type(e).__name__}: {e}"[:400]
+                del runs[name]
         for _ in range(max(args.warmup - 1, 0)):
             for run in runs.values():
                 run(waveforms)
@@ -344,7 +411,8 @@ def main(argv=None):
     medians = {name: statistics.median(t) for name, t in times.items()}
     baseline = outputs.get(REFERENCE, outputs.get("ours-torch-fp32"))
     baseline_name = REFERENCE if REFERENCE in outputs else "ours-torch-fp32"
-    print(f"\nwav2vec2 {args.config}, batch {args.batch} x {args.seconds:g} s, threads {args.threads or 'default'}, "
+    print(f"\nwav2vec2 {args.config}, batch {args.batch} x {args.seconds:g} s, {device}, "
+          f"threads {args.threads or 'default'}, "
           f"median of {args.repeats} interleaved rounds; outputs against {baseline_name}")
     print(f"{'engine':24s} {'median ms':>10s} {'x real time':>12s} {'vs reference':>13s} {'vs openvino':>12s} "
           f"{'max |diff|':>11s} {'argmax agree':>13s}")

@@ -17,10 +17,16 @@ ENGINES = ["reference-torch-fp32", "ours-torch-fp32", "ours-torch-fp32-plain", "
            "openvino-fp32"]
 
 
+def _benchmark(name):
+    """benchmarks/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_cpu_smoke(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_cpu", Path(__file__).parents[1] / "benchmarks" / "bench_cpu.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("bench_cpu")
     small_config("stable").save_pretrained(tmp_path)
     rows = bench.main(["--config", str(tmp_path), "--seconds", "0.1", "--repeats", "1", "--warmup", "1",
                        "--engines", ",".join(ENGINES), "--profile", "ours-torch-fp32"])
@@ -35,20 +41,31 @@ def test_bench_cpu_smoke(tmp_path, capsys):
     assert rows["ours-torch-bf16"]["argmax_agreement"] > 0.8
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "tpu"], "expected cpu, cuda or cuda:N"),
+    (["--device", "cuda", "--engines", "ours-torch-bf16,openvino-bf16"], "run on the CPU only"),
+    (["--device", "cuda:7", "--engines", "ours-torch-bf16"], "torch sees no such CUDA device here"),
+])
+def test_bench_cpu_refuses_a_device_it_cannot_use(argv, message, capsys):
+    bench = _benchmark("bench_cpu")
+    import torch
+
+    if "cuda:7" in argv and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a GPU 7")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_bench_conv_layers_smoke(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "bench_conv_layers", Path(__file__).parents[1] / "benchmarks" / "bench_conv_layers.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("bench_conv_layers")
     bench.main(["--seconds", "0.1", "--repeats", "1", "--dtype", "bf16"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == ["0", "1", "2", "3", "4", "5", "6", "all"]
 
 
 def test_bench_gemm_smoke(capsys):
-    spec = importlib.util.spec_from_file_location("bench_gemm", Path(__file__).parents[1] / "benchmarks" / "bench_gemm.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("bench_gemm")
     bench.main(["--shape", "8,16,32", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "(8 x 16) @ (16 x 32), fp32 unless named, median of 1"

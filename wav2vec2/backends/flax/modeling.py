@@ -193,6 +193,7 @@ class StridedConv(nn.Module):
     use_bias: bool
     dtype: Any = jnp.float32
     bias_init: Any = nn.initializers.zeros
+    float32_output: bool = False  # in bf16/fp16: return the float32 sums, not rounded to the dtype
 
     @nn.compact
     def __call__(self, x):  # (batch, samples, in) -> (batch, frames, features)
@@ -200,20 +201,21 @@ class StridedConv(nn.Module):
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if x.dtype in (jnp.bfloat16, jnp.float16):
-            y = self._as_matmuls(x, kernel)
-        else:
-            y = jax.lax.conv_general_dilated(x, kernel, (self.stride,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+            y = self._as_matmuls(x, kernel)  # float32 sums
+            y = y if bias is None else y + bias.astype(jnp.float32)
+            return y if self.float32_output else y.astype(x.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel, (self.stride,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
         return y if bias is None else y + bias
 
     def _as_matmuls(self, x, kernel):
         k, s, channels = self.kernel_size, self.stride, x.shape[-1]
         if k * channels <= 2 * (-(-k // s) - 1) * self.features:
             windows = strided_windows(x, k, s)  # (batch, frames, k * channels)
-            return wide_einsum("btk,ko->bto", windows, kernel.reshape(k * channels, self.features))
-        y = sum(jnp.einsum("btk,ko->bto", rows, kernel[first:first + s].reshape(-1, self.features),
-                           preferred_element_type=jnp.float32)
-                for rows, first in _tap_blocks(x, k, s))
-        return y.astype(x.dtype)
+            return jnp.einsum("btk,ko->bto", windows, kernel.reshape(k * channels, self.features),
+                              preferred_element_type=jnp.float32)
+        return sum(jnp.einsum("btk,ko->bto", rows, kernel[first:first + s].reshape(-1, self.features),
+                              preferred_element_type=jnp.float32)
+                   for rows, first in _tap_blocks(x, k, s))
 
 
 class ConvLayer(nn.Module):
@@ -232,12 +234,19 @@ class ConvLayer(nn.Module):
         if folded_norm is not None:
             weight, bias = folded_norm
             windows = strided_windows(x, config.conv_kernel[i], config.conv_stride[i])
-            return activation(wide_einsum("btk,bko->bto", windows, weight) + bias[:, None])
+            if x.dtype not in (jnp.bfloat16, jnp.float16):
+                return activation(jnp.einsum("btk,bko->bto", windows, weight) + bias[:, None])
+            y = jnp.einsum("btk,bko->bto", windows, weight, preferred_element_type=jnp.float32)
+            return activation(y + bias[:, None].astype(jnp.float32)).astype(x.dtype)
         in_dim = config.conv_dim[i - 1] if i > 0 else 1
+        # with no norm next (in bf16/fp16): the activation of the float32 sums, rounded once
+        direct = config.feat_extract_norm != "layer" and i > 0
         x = StridedConv(
             config.conv_dim[i], config.conv_kernel[i], config.conv_stride[i], config.conv_bias, self.dtype,
-            bias_init=conv_bias_init(in_dim * config.conv_kernel[i]), name="conv",
+            bias_init=conv_bias_init(in_dim * config.conv_kernel[i]), float32_output=direct, name="conv",
         )(x)
+        if direct:
+            return activation(x).astype(self.dtype)
         if config.feat_extract_norm == "layer":
             x = layer_norm(TORCH_NORM_EPS, self.dtype, "layer_norm")(x)
         elif i == 0:
