@@ -422,10 +422,20 @@ class Attention(nn.Module):
         scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)  # (batch, heads, q, k)
         if key_mask is not None:
             scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        dropped = nn.Dropout(config.attention_dropout)(weights, deterministic)
-
-        out = wide_einsum("bhqk,bhkd->bhqd", dropped, value).transpose(0, 2, 1, 3).reshape(batch, frames, config.hidden_size)
+        if output_attentions:
+            weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+            dropped = nn.Dropout(config.attention_dropout)(weights, deterministic)
+            out = wide_einsum("bhqk,bhkd->bhqd", dropped, value)
+        else:
+            # softmax's division after the value product: one pass over the (q, k) scores less (whole
+            # model: fp32 669 -> 649 ms per 10 s, bf16 329 -> 324); dropping exp, then dividing by its
+            # sum, drops the weights exp / sum
+            weights = None
+            exp = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+            dropped = nn.Dropout(config.attention_dropout)(exp.astype(self.dtype), deterministic)
+            out = jnp.einsum("bhqk,bhkd->bhqd", dropped, value, preferred_element_type=jnp.float32)
+            out = (out / exp.sum(-1, keepdims=True)).astype(value.dtype)
+        out = out.transpose(0, 2, 1, 3).reshape(batch, frames, config.hidden_size)
         out = dense(name="out_proj")(out)
         return out, (weights if output_attentions else None)
 
